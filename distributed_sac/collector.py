@@ -1,0 +1,119 @@
+"""Collector role: steps its own environment with the collect policy and writes (t, t+1) pairs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags, logging
+
+from distributed_sac import cli, replay
+from distributed_sac.builder import Builder
+
+flags.DEFINE_integer("task", 0, "Unique collector id; seeds its environment and policy.")
+FLAGS = flags.FLAGS
+
+
+def main() -> None:
+    import tensorflow as tf
+    from tf_agents.policies import random_py_policy
+    from tf_agents.trajectories import trajectory
+
+    config = cli.load_config()
+    builder = Builder(config)
+    seed = config.seed + FLAGS.task  # every collector explores differently, reproducibly
+    tf.random.set_seed(seed)
+    env = builder.make_env(seed=seed)
+    client = builder.connect(cli.FLAGS.replay_server_address, tables=(replay.EXPERIENCE_TABLE,))
+    weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
+
+    tf_policy = builder.make_policy()
+    collect_policy = builder.py_policy(tf_policy)
+    random_policy = random_py_policy.RandomPyPolicy(
+        env.time_step_spec(), env.action_spec(), seed=seed
+    )
+    weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
+    writer = replay.ExperienceWriter(client)
+    summaries = None
+    if cli.FLAGS.root_dir:
+        summaries = tf.summary.create_file_writer(
+            os.path.join(cli.FLAGS.root_dir, "collect", str(FLAGS.task))
+        )
+
+    initial_collect_done = False
+    policy_step = None
+    policy_versions = set()
+    env_steps = episodes = 0
+    episode_return, episode_length = 0.0, 0
+    window_start, window_steps = time.monotonic(), 0
+    time_step = env.reset()
+    while True:
+        if env_steps % config.weight_pull_interval == 0:
+            if not initial_collect_done:
+                # The random-action budget is global: read how full the table already is.
+                initial_collect_done = replay.table_size(client) >= config.initial_collect_steps
+            pulled = weights.pull()
+            if pulled is not None:
+                policy_step = pulled
+                policy_versions.add(pulled)
+                if pulled >= config.num_iterations:
+                    break
+
+        use_learned = initial_collect_done and policy_step is not None
+        action_step = (collect_policy if use_learned else random_policy).action(time_step)
+        next_time_step = env.step(action_step.action)
+        writer(trajectory.from_transition(time_step, action_step, next_time_step))
+        env_steps += 1
+        if not time_step.is_last():
+            episode_return += float(next_time_step.reward)
+            episode_length += 1
+        if next_time_step.is_last():
+            episodes += 1
+            logging.info(
+                "episode %d: return %.3f, length %d, policy step %s",
+                episodes,
+                episode_return,
+                episode_length,
+                policy_step,
+            )
+            if summaries is not None:
+                with summaries.as_default(step=env_steps):
+                    tf.summary.scalar("Metrics/EpisodeReturn", episode_return)
+                    tf.summary.scalar("Metrics/EpisodeLength", episode_length)
+            episode_return, episode_length = 0.0, 0
+        time_step = next_time_step
+
+        if env_steps % config.log_interval == 0:
+            now = time.monotonic()
+            rate = (env_steps - window_steps) / max(now - window_start, 1e-9)
+            window_start, window_steps = now, env_steps
+            cli.report(
+                "collector_progress",
+                task=FLAGS.task,
+                env_steps=env_steps,
+                env_steps_per_s=round(rate, 1),
+                policy_step=policy_step,
+            )
+            if summaries is not None:
+                with summaries.as_default(step=env_steps):
+                    tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)
+
+    writer.close()
+    env.close()
+    cli.report(
+        "collector_done",
+        task=FLAGS.task,
+        env_steps=env_steps,
+        episodes=episodes,
+        items_written=writer.items_written,
+        policy_versions=len(policy_versions),
+        last_policy_step=policy_step,
+    )
+
+
+def run() -> None:
+    cli.run_role("collector", main)
+
+
+if __name__ == "__main__":
+    run()

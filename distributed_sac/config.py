@@ -1,0 +1,108 @@
+"""The run configuration every role reads, and gin loading with one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Sequence
+
+import gin
+
+
+class UserError(Exception):
+    """A problem with the user's input or setup, reported as one line and a non-zero exit."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Knobs shared by all roles; gin binds them as `RunConfig.<name> = value`."""
+
+    env_name: str = "MinitaurBulletEnv-v0"
+    # None keeps the environment's own episode limit (1000 steps for Minitaur).
+    max_episode_steps: int | None = None
+    seed: int = 0
+    num_iterations: int = 100_000
+    # Random-policy items in the experience table before training starts, counted across all
+    # collectors; also the rate limiter's minimum size to sample.
+    initial_collect_steps: int = 10_000
+    replay_capacity: int = 10_000
+    batch_size: int = 256
+    # Gradient steps per environment step. None: collect and train freely (MinSize limiter).
+    # A number: the experience table's SampleToInsertRatio limiter holds it for any collector count.
+    updates_per_env_step: float | None = None
+    # How far (in environment steps) the limiter lets inserts run ahead of or behind the ratio.
+    rate_limiter_slack_steps: int = 1_000
+    weight_push_interval: int = 100  # learner train steps between weight pushes
+    weight_pull_interval: int = 100  # collector env steps between weight pulls
+    eval_interval: int = 10_000  # train steps between evaluations
+    num_eval_episodes: int = 20
+    policy_save_interval: int = 5_000
+    checkpoint_interval: int = 10_000
+    summary_interval: int = 1_000
+    log_interval: int = 1_000  # learner train steps / collector env steps between log lines
+    connect_timeout_s: float = 120.0  # how long a role retries an unreachable server
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise UserError(f"RunConfig.{field.name} must not be negative, got {value}")
+        for name in (
+            "num_iterations",
+            "replay_capacity",
+            "batch_size",
+            "weight_push_interval",
+            "weight_pull_interval",
+            "eval_interval",
+            "num_eval_episodes",
+        ):
+            if getattr(self, name) < 1:
+                raise UserError(f"RunConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.initial_collect_steps <= self.replay_capacity:
+            raise UserError(
+                f"RunConfig.initial_collect_steps ({self.initial_collect_steps}) must be between 1 "
+                f"and RunConfig.replay_capacity ({self.replay_capacity})"
+            )
+        if self.updates_per_env_step is not None and self.updates_per_env_step <= 0:
+            raise UserError("RunConfig.updates_per_env_step must be positive or None")
+
+    @property
+    def samples_per_insert(self) -> float | None:
+        """Items sampled per item inserted: batch size times gradient steps per env step."""
+        if self.updates_per_env_step is None:
+            return None
+        return self.batch_size * self.updates_per_env_step
+
+
+def _one_line(error: Exception) -> str:
+    return re.sub(r"\s*\n\s*", " | ", str(error).strip())
+
+
+def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
+    """Parses gin files and bindings; any unknown name or bad line raises a one-line UserError."""
+    # Import every module that registers configurables, so gin can tell unknown names apart.
+    from distributed_sac import agent  # noqa: F401
+
+    gin.clear_config()
+    for path in gin_files:
+        if not os.path.isfile(path):
+            raise UserError(f"gin file not found: {path}")
+        # `include 'x.gin'` inside a gin file resolves next to that file.
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    # gin logs "Path not found" for every include before it tries the search paths.
+    logging.disable(logging.ERROR)
+    try:
+        gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings))
+    except Exception as error:  # gin raises ValueError, SyntaxError, TokenError...
+        raise UserError(f"bad gin config: {_one_line(error)}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    try:
+        return RunConfig()
+    except UserError:
+        raise
+    except Exception as error:  # a binding of the wrong type reaches the constructor
+        raise UserError(f"bad gin config: {_one_line(error)}") from None

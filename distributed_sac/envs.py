@@ -1,0 +1,21 @@
+"""Environment loading: pybullet and gym tasks as TF-Agents Python environments."""
+
+from __future__ import annotations
+
+from distributed_sac.config import RunConfig, UserError
+
+
+def load_env(config: RunConfig, seed: int | None = None):
+    """Returns the configured environment as a PyEnvironment, seeded when `seed` is given."""
+    import gym
+
+    # Registers the pybullet tasks (MinitaurBulletEnv-v0, ...) with gym.
+    import pybullet_envs  # noqa: F401
+    from tf_agents.environments import suite_gym
+
+    if config.env_name not in gym.envs.registry.env_specs:
+        raise UserError(f"unknown environment '{config.env_name}' (RunConfig.env_name)")
+    env = suite_gym.load(config.env_name, max_episode_steps=config.max_episode_steps)
+    if seed is not None:
+        env.seed(seed)
+    return env

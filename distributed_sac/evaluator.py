@@ -1,0 +1,94 @@
+"""Evaluator role: runs the greedy policy on fresh weights every eval_interval train steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from absl import flags, logging
+
+from distributed_sac import cli, replay
+from distributed_sac.builder import Builder
+
+flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
+FLAGS = flags.FLAGS
+
+EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
+
+
+def run_episodes(env, policy, num_episodes: int):
+    """Returns (returns, lengths) of complete episodes played with `policy`."""
+    returns, lengths = [], []
+    for _ in range(num_episodes):
+        time_step = env.reset()
+        total, length = 0.0, 0
+        while not time_step.is_last():
+            time_step = env.step(policy.action(time_step).action)
+            total += float(time_step.reward)
+            length += 1
+        returns.append(total)
+        lengths.append(length)
+    return returns, lengths
+
+
+def _due(step: int, last_evaluated, config) -> bool:
+    if last_evaluated is None:
+        return True
+    if step >= config.num_iterations > last_evaluated:
+        return True
+    return step // config.eval_interval > last_evaluated // config.eval_interval
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    config = cli.load_config()
+    root_dir = cli.require_root_dir("evaluator")
+    builder = Builder(config)
+    tf.random.set_seed(config.seed + EVAL_SEED_OFFSET)
+    env = builder.make_env(seed=config.seed + EVAL_SEED_OFFSET)
+    weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
+    tf_policy = builder.make_policy()
+    greedy = builder.py_policy(tf_policy, greedy=True)
+    weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
+
+    eval_dir = os.path.join(root_dir, "eval")
+    os.makedirs(eval_dir, exist_ok=True)
+    summaries = tf.summary.create_file_writer(eval_dir)
+    metrics_path = os.path.join(eval_dir, "metrics.jsonl")
+
+    last_evaluated = None
+    while last_evaluated is None or last_evaluated < config.num_iterations:
+        step = weights.pull()
+        if step is None or not _due(step, last_evaluated, config):
+            time.sleep(FLAGS.poll_interval_s)
+            continue
+        returns, lengths = run_episodes(env, greedy, config.num_eval_episodes)
+        result = {
+            "train_step": step,
+            "AverageReturn": sum(returns) / len(returns),
+            "AverageEpisodeLength": sum(lengths) / len(lengths),
+            "wall_time": time.time(),
+        }
+        if not math.isfinite(result["AverageReturn"]):
+            logging.warning("non-finite AverageReturn at train_step %d", step)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(result) + "\n")
+        with summaries.as_default(step=step):
+            tf.summary.scalar("Metrics/AverageReturn", result["AverageReturn"])
+            tf.summary.scalar("Metrics/AverageEpisodeLength", result["AverageEpisodeLength"])
+        summaries.flush()
+        cli.report("evaluation", **result)
+        last_evaluated = step
+    env.close()
+    cli.report("evaluator_done", last_evaluated=last_evaluated)
+
+
+def run() -> None:
+    cli.run_role("evaluator", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,189 @@
+"""Reverb plumbing: the two tables, connecting with retries, writing experience, moving weights."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import reverb
+import tensorflow as tf
+import tree
+from absl import logging
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import trajectory as trajectory_lib
+
+from distributed_sac.config import RunConfig, UserError
+
+# TF-Agents' names, so its tools (ReverbReplayBuffer, ReverbVariableContainer) interoperate.
+EXPERIENCE_TABLE = "uniform_table"
+VARIABLES_TABLE = "variables"
+POLICY_KEY = "policy_variables"
+TRAIN_STEP_KEY = "train_step"
+SEQUENCE_LENGTH = 2  # SAC learns from (t, t+1) pairs
+
+
+def experience_signature(collect_data_spec):
+    """Signature of one experience item: every trajectory field with a leading time axis of 2."""
+    return tensor_spec.add_outer_dim(tensor_spec.from_spec(collect_data_spec), SEQUENCE_LENGTH)
+
+
+def weights_nest(policy_variables, train_step) -> dict:
+    """What travels through the `variables` table: the policy's weights and its train step."""
+    return {POLICY_KEY: list(policy_variables), TRAIN_STEP_KEY: train_step}
+
+
+def weights_signature(policy_variables) -> dict:
+    return tf.nest.map_structure(
+        lambda v: tf.TensorSpec(v.shape, v.dtype),
+        weights_nest(policy_variables, tf.TensorSpec((), tf.int64)),
+    )
+
+
+def make_rate_limiter(config: RunConfig) -> reverb.rate_limiters.RateLimiter:
+    """MinSize(initial budget) by default; SampleToInsertRatio when the config fixes UTD."""
+    if config.samples_per_insert is None:
+        return reverb.rate_limiters.MinSize(config.initial_collect_steps)
+    spi = config.samples_per_insert
+    return reverb.rate_limiters.SampleToInsertRatio(
+        samples_per_insert=spi,
+        min_size_to_sample=config.initial_collect_steps,
+        # Reverb needs room for at least one insert and one sample either way.
+        error_buffer=max(config.rate_limiter_slack_steps * spi, 2 * max(spi, 1.0)),
+    )
+
+
+def make_tables(config: RunConfig, collect_data_spec, policy_variables) -> list:
+    experience = reverb.Table(
+        EXPERIENCE_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=config.replay_capacity,
+        rate_limiter=make_rate_limiter(config),
+        signature=experience_signature(collect_data_spec),
+    )
+    variables = reverb.Table(
+        VARIABLES_TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=1,
+        max_times_sampled=0,
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+        signature=weights_signature(policy_variables),
+    )
+    return [experience, variables]
+
+
+def connect(address: str, timeout_s: float, sleep: Callable[[float], None] = time.sleep):
+    """A client whose server answered; retries with backoff, logging each retry, up to timeout_s."""
+    client = reverb.Client(address)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            client.server_info(timeout=max(1, int(min(remaining, 5))))
+            return client
+        except Exception as error:  # gRPC unavailable / deadline exceeded
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UserError(
+                    f"replay server at {address} unreachable after {timeout_s:.0f}s "
+                    f"({attempt} attempts)"
+                ) from None
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            logging.warning(
+                "replay server at %s not reachable (attempt %d: %s); retrying in %.1fs",
+                address,
+                attempt,
+                reason,
+                delay,
+            )
+            sleep(min(delay, remaining))
+            delay = min(delay * 2, 10.0)
+
+
+def _describe(spec) -> str:
+    return f"{spec.dtype.name}{list(spec.shape)}"
+
+
+def check_signature(client: reverb.Client, table: str, expected) -> None:
+    """Raises a UserError naming the first difference between a server table and our config."""
+    info = client.server_info()
+    if table not in info:
+        raise UserError(f"replay server has no table '{table}' (tables: {sorted(info)})")
+    actual_flat = tree.flatten_with_path(info[table].signature)
+    expected_flat = tree.flatten_with_path(expected)
+    if len(actual_flat) != len(expected_flat):
+        raise UserError(
+            f"spec mismatch in table '{table}': server has {len(actual_flat)} tensors, this config "
+            f"has {len(expected_flat)}; do all roles use the same gin config?"
+        )
+    for (path, want), (_, have) in zip(expected_flat, actual_flat):
+        if want.shape != have.shape or want.dtype != have.dtype:
+            name = "/".join(str(p) for p in path)
+            raise UserError(
+                f"spec mismatch in table '{table}' at {name}: server has {_describe(have)}, "
+                f"this config has {_describe(want)}; do all roles use the same env and gin config?"
+            )
+
+
+def table_size(client: reverb.Client, table: str = EXPERIENCE_TABLE) -> int:
+    return client.server_info(timeout=30)[table].current_size
+
+
+class ExperienceWriter:
+    """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item."""
+
+    def __init__(self, client: reverb.Client):
+        self._writer = client.trajectory_writer(num_keep_alive_refs=SEQUENCE_LENGTH)
+        self.items_written = 0
+
+    def __call__(self, traj: trajectory_lib.Trajectory) -> None:
+        self._writer.append(traj)
+        if self._writer.episode_steps >= SEQUENCE_LENGTH:
+            pair = tree.map_structure(
+                lambda column: column[-SEQUENCE_LENGTH:], self._writer.history
+            )
+            self._writer.create_item(EXPERIENCE_TABLE, priority=1.0, trajectory=pair)
+            self.items_written += 1
+        # A boundary (LAST -> FIRST) step closes the episode; pairs never span two episodes.
+        if traj.is_boundary():
+            self._writer.end_episode()
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+
+
+class WeightClient:
+    """Pushes or pulls policy weights and train step through the `variables` table."""
+
+    def __init__(self, client: reverb.Client, policy_variables, train_step: tf.Variable | None):
+        self._client = client
+        self._variables = list(policy_variables)
+        self._train_step = train_step
+
+    def push(self) -> None:
+        values = weights_nest([v.numpy() for v in self._variables], self._train_step.numpy())
+        self._client.insert(tree.flatten(values), priorities={VARIABLES_TABLE: 1.0})
+
+    def available(self) -> bool:
+        return self._client.server_info(timeout=30)[VARIABLES_TABLE].current_size > 0
+
+    def pull(self) -> int | None:
+        """Assigns the newest pushed weights; returns their train step, or None before any push."""
+        if not self.available():
+            return None
+        sample = next(self._client.sample(VARIABLES_TABLE, num_samples=1, emit_timesteps=False))
+        flat = [np.asarray(column[0]) for column in sample.data]  # items hold one timestep
+        values = tree.unflatten_as(weights_nest(self._variables, 0), flat)
+        for variable, value in zip(self._variables, values[POLICY_KEY]):
+            variable.assign(value)
+        return int(values[TRAIN_STEP_KEY])
+
+
+def describe_tables(client: reverb.Client) -> dict[str, int]:
+    return {name: info.current_size for name, info in client.server_info(timeout=30).items()}

@@ -1,0 +1,56 @@
+# Shared by launch/*.sh: find a Python that dm-reverb supports and make the project's venv.
+# Usage: source this file, then `ensure_venv` or `ensure_venv test`.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${DISTRIBUTED_SAC_VENV:-$REPO_ROOT/.venv}"
+SUPPORTED_PYTHONS="3.9 3.10 3.11"
+
+python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+
+is_supported() {
+  local v
+  v="$(python_version "$1")" || return 1
+  case " $SUPPORTED_PYTHONS " in *" $v "*) return 0 ;; esac
+  return 1
+}
+
+find_python() {
+  # $PYTHON, when set, is the only candidate: the user chose it.
+  if [ -n "${PYTHON:-}" ]; then
+    if is_supported "$PYTHON"; then echo "$PYTHON"; return 0; fi
+    echo "error: \$PYTHON=$PYTHON is Python $(python_version "$PYTHON" || echo '?'); distributed_sac needs CPython 3.9, 3.10 or 3.11 (dm-reverb 0.14 ships wheels only for these)" >&2
+    return 1
+  fi
+  local candidate
+  for candidate in python3.11 python3.10 python3.9 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && is_supported "$candidate"; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  echo "error: no CPython 3.9, 3.10 or 3.11 found (dm-reverb 0.14 ships wheels only for these); install one or set PYTHON=/path/to/python3.11" >&2
+  return 1
+}
+
+ensure_venv() {
+  local extras="${1:-}" spec="." stamp
+  [ -n "$extras" ] && spec=".[$extras]"
+  stamp="$VENV/.distributed_sac-installed${extras:+-$extras}"
+  if [ -x "$VENV/bin/python" ] && ! is_supported "$VENV/bin/python"; then
+    echo "error: $VENV uses Python $(python_version "$VENV/bin/python"); distributed_sac needs CPython 3.9, 3.10 or 3.11. Remove $VENV and retry." >&2
+    return 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    local python
+    python="$(find_python)" || return 1
+    echo "creating $VENV with $python ($(python_version "$python"))" >&2
+    "$python" -m venv "$VENV" || return 1
+  fi
+  if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    echo "installing distributed_sac${extras:+ with [$extras]} into $VENV (first run takes a few minutes)" >&2
+    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install --quiet -e "$spec" 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2)
+    "$VENV/bin/python" -c 'import distributed_sac, reverb, tf_agents, pybullet_envs' >/dev/null 2>&1 || {
+      echo "error: installing into $VENV failed; see the pip output above" >&2; return 1; }
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,109 @@
+"""Shared test helpers: free ports and role processes that are always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_DIR = os.path.join(REPO_ROOT, "gin")
+SMOKE_GIN = os.path.join(GIN_DIR, "smoke.gin")
+PENDULUM_GIN = os.path.join(GIN_DIR, "pendulum.gin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Starts commands in their own process group and stops every one of them at teardown."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, args, log_path, env=None, cwd=REPO_ROOT):
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.started.append(proc)
+        return proc
+
+    def role(self, module, args, log_path, env=None):
+        return self.start(
+            [sys.executable, "-m", f"distributed_sac.{module}", *args], log_path, env=env
+        )
+
+    def stop_all(self):
+        for proc in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.started:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def processes():
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_for_line(path, needle, proc=None, timeout_s=120):
+    """Waits until `needle` appears in the file at `path`; fails if `proc` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                if needle in f.read():
+                    return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    with open(path, errors="replace") as f:
+        tail = f.read()[-3000:]
+    raise AssertionError(f"{needle!r} not seen in {path}; tail:\n{tail}")
+
+
+def read(path) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def start_server(processes, tmp_path, gin_file=SMOKE_GIN, bindings=()):
+    """A live replay server on a free port; returns (address, process, log path)."""
+    port = free_port()
+    log = tmp_path / f"replay_server_{port}.log"
+    args = ["--gin_file", gin_file, "--port", str(port)]
+    for binding in bindings:
+        args += ["--gin_bindings", binding]
+    proc = processes.role("replay_server", args, log)
+    wait_for_line(log, "replay_server_ready", proc)
+    return f"localhost:{port}", proc, log

@@ -1,0 +1,105 @@
+"""Every role derives the same specs, signatures and tables from one config."""
+
+import reverb
+import tensorflow as tf
+import tree
+from tf_agents.train.utils import train_utils
+
+from distributed_sac import replay
+from distributed_sac.builder import Builder
+from distributed_sac.config import load_gin
+from tests.conftest import PENDULUM_GIN, SMOKE_GIN
+
+
+def _flat_specs(nest):
+    return [(spec.shape.as_list(), spec.dtype.name) for spec in tree.flatten(nest)]
+
+
+def test_roles_derive_identical_signatures_from_one_config():
+    config = load_gin([SMOKE_GIN], [])
+    server_side = Builder(config).signatures()
+    collector_side = Builder(config).signatures()
+    assert set(server_side) == {replay.EXPERIENCE_TABLE, replay.VARIABLES_TABLE}
+    for table in server_side:
+        assert _flat_specs(server_side[table]) == _flat_specs(collector_side[table])
+        tree.assert_same_structure(server_side[table], collector_side[table])
+
+
+def test_learner_agent_matches_the_signatures_other_roles_use():
+    config = load_gin([SMOKE_GIN], [])
+    builder = Builder(config)
+    agent = builder.make_agent(train_utils.create_train_step())
+    signatures = builder.signatures()
+    assert _flat_specs(replay.experience_signature(agent.collect_data_spec)) == _flat_specs(
+        signatures[replay.EXPERIENCE_TABLE]
+    )
+    pushed = replay.weights_signature(agent.collect_policy.variables())
+    assert _flat_specs(pushed) == _flat_specs(signatures[replay.VARIABLES_TABLE])
+
+
+def test_minitaur_specs_and_experience_items_hold_pairs():
+    config = load_gin([SMOKE_GIN], [])
+    time_step_spec, action_spec = Builder(config).specs
+    assert time_step_spec.observation.shape == (28,)
+    assert action_spec.shape == (8,)
+    experience = Builder(config).signatures()[replay.EXPERIENCE_TABLE]
+    assert experience.observation.shape == (2, 28)
+    assert experience.action.shape == (2, 8)
+
+
+def test_other_env_gives_other_signature():
+    minitaur = Builder(load_gin([SMOKE_GIN], [])).signatures()[replay.EXPERIENCE_TABLE]
+    pendulum = Builder(load_gin([PENDULUM_GIN], [])).signatures()[replay.EXPERIENCE_TABLE]
+    assert _flat_specs(minitaur) != _flat_specs(pendulum)
+
+
+def test_tables_follow_the_config():
+    config = load_gin([SMOKE_GIN], [])
+    experience, variables = Builder(config).make_tables()
+    assert experience.name == replay.EXPERIENCE_TABLE
+    assert variables.name == replay.VARIABLES_TABLE
+    server = reverb.Server([experience, variables])
+    try:
+        info = reverb.Client(f"localhost:{server.port}").server_info()
+        assert info[replay.EXPERIENCE_TABLE].max_size == config.replay_capacity
+        assert info[replay.VARIABLES_TABLE].max_size == 1
+        assert info[replay.EXPERIENCE_TABLE].sampler_options.uniform
+        assert info[replay.EXPERIENCE_TABLE].remover_options.fifo
+    finally:
+        server.stop()
+
+
+def test_rate_limiter_min_size_by_default():
+    config = load_gin([SMOKE_GIN], [])
+    limiter = replay.make_rate_limiter(config)
+    assert isinstance(limiter, reverb.rate_limiters.MinSize)
+    assert limiter._min_size_to_sample == config.initial_collect_steps
+
+
+def test_rate_limiter_holds_ratio_when_updates_per_step_is_set():
+    config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = 1.0"])
+    limiter = replay.make_rate_limiter(config)
+    assert isinstance(limiter, reverb.rate_limiters.SampleToInsertRatio)
+    assert limiter._samples_per_insert == config.batch_size
+    assert limiter._min_size_to_sample == config.initial_collect_steps
+
+
+def test_weights_round_trip_through_the_variables_table():
+    config = load_gin([SMOKE_GIN], [])
+    builder = Builder(config)
+    server = reverb.Server(builder.make_tables())
+    try:
+        client = builder.connect(f"localhost:{server.port}")
+        source = builder.make_policy()
+        for variable in source.variables():
+            variable.assign(tf.random.normal(variable.shape))
+        step = tf.Variable(42, dtype=tf.int64)
+        target = builder.make_policy()
+        receiver = replay.WeightClient(client, target.variables(), train_step=None)
+        assert receiver.pull() is None  # nothing pushed yet
+        replay.WeightClient(client, source.variables(), step).push()
+        assert receiver.pull() == 42
+        for a, b in zip(source.variables(), target.variables()):
+            assert (a.numpy() == b.numpy()).all()
+    finally:
+        server.stop()
