@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import gin
 
+BUNDLED_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
 
 class UserError(Exception):
     """A problem with the user's input or setup, reported as one line and a non-zero exit."""
@@ -87,6 +89,8 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig
     from distributed_sac import agent  # noqa: F401
 
     gin.clear_config()
+    # `include 'minitaur.gin'` finds the project's bundled configs from anywhere.
+    gin.add_config_file_search_path(BUNDLED_GIN_DIR)
     for path in gin_files:
         if not os.path.isfile(path):
             raise UserError(f"gin file not found: {path}")

@@ -129,7 +129,8 @@ def _print(message: str) -> None:
 
 def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> None:
     address = f"localhost:{cluster.port}"
-    server = cluster.start("replay_server", "replay_server", ["--port", str(cluster.port)])
+    server_args = ["--port", str(cluster.port), "--root_dir", cluster.root_dir]
+    server = cluster.start("replay_server", "replay_server", server_args)
     deadline = time.monotonic() + FLAGS.startup_timeout_s
     while not server.new_reports("replay_server_ready"):
         code = server.poll()

@@ -84,7 +84,7 @@ def connect(address: str, timeout_s: float, sleep: Callable[[float], None] = tim
         attempt += 1
         remaining = deadline - time.monotonic()
         try:
-            client.server_info(timeout=max(1, int(min(remaining, 5))))
+            client.server_info(timeout=max(1, int(min(remaining, 2))))
             return client
         except Exception as error:  # gRPC unavailable / deadline exceeded
             remaining = deadline - time.monotonic()

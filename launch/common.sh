@@ -47,10 +47,17 @@ ensure_venv() {
   fi
   if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "installing distributed_sac${extras:+ with [$extras]} into $VENV (first run takes a few minutes)" >&2
-    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install --quiet -e "$spec" 2>&1 \
-      | grep -v "is ignored: it is neither a file nor a directory" >&2)
-    "$VENV/bin/python" -c 'import distributed_sac, reverb, tf_agents, pybullet_envs' >/dev/null 2>&1 || {
-      echo "error: installing into $VENV failed; see the pip output above" >&2; return 1; }
+    local log
+    log="$(mktemp)"
+    # pip's notes about this machine's local index folders are noise; keep real messages.
+    if ! (cd "$REPO_ROOT" && "$VENV/bin/python" -m pip install --quiet -e "$spec") >"$log" 2>&1; then
+      grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+      rm -f "$log"
+      echo "error: installing distributed_sac into $VENV failed; see pip's output above" >&2
+      return 1
+    fi
+    grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+    rm -f "$log"
     touch "$stamp"
   fi
 }

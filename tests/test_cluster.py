@@ -1,0 +1,131 @@
+"""The whole local cluster, real processes on 127.0.0.1, through launch/local.sh."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from tests.conftest import REPO_ROOT, SMOKE_GIN, free_port, last_line, read, wait_for_line
+
+LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
+
+
+def run_processes_of(root_dir) -> list[str]:
+    result = subprocess.run(["pgrep", "-af", str(root_dir)], capture_output=True, text=True)
+    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+
+
+def reports(log_path, event) -> list[dict]:
+    marker = f" {event} "
+    return [
+        json.loads(line.split(marker, 1)[1])
+        for line in read(log_path).splitlines()
+        if marker in line
+    ]
+
+
+def launch(processes, root_dir, *extra):
+    root_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        LOCAL_SH,
+        "--gin_file",
+        SMOKE_GIN,
+        "--root_dir",
+        str(root_dir),
+        "--port",
+        str(free_port()),
+        *extra,
+    ]
+    out = root_dir.parent / f"{root_dir.name}-launcher.out"
+    return processes.start(args, out), out
+
+
+@pytest.fixture
+def no_leftovers(tmp_path):
+    yield
+    leftovers = run_processes_of(tmp_path)
+    for line in leftovers:
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, "--num_collectors", "2")
+    code = launcher.wait(timeout=600)
+    output = read(out)
+    print(output[-4000:])
+    assert code == 0, output[-3000:]
+    assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
+    assert run_processes_of(tmp_path) == []
+
+    logs = root / "logs"
+    assert reports(logs / "learner.log", "learner_done") == [{"train_step": 300}]
+    for task in (0, 1):
+        (done,) = reports(logs / f"collector-{task}.log", "collector_done")
+        assert done["items_written"] > 0
+        assert done["policy_versions"] >= 2, done  # weights really flow
+        assert done["last_policy_step"] == 300
+
+    evaluations = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    assert evaluations, "the evaluator wrote no metrics"
+    for evaluation in evaluations:
+        assert set(evaluation) == {
+            "train_step",
+            "AverageReturn",
+            "AverageEpisodeLength",
+            "wall_time",
+        }
+        assert math.isfinite(evaluation["AverageReturn"])
+    assert evaluations[-1]["train_step"] == 300
+    assert (root / "operative_config.gin").read_text().count("RunConfig.") > 5
+    assert list((root / "train").iterdir()), "no learner checkpoints or summaries"
+
+    observation = tf.constant(np.random.default_rng(0).normal(size=(1, 28)), tf.float32)
+    for name in ("greedy_policy", "collect_policy"):
+        policy = tf.saved_model.load(str(root / "policies" / name))
+        action = policy.action(ts.restart(observation, batch_size=1)).action.numpy()
+        assert action.shape == (1, 8)
+        assert np.all(np.abs(action) <= 1.0)
+        assert int(policy.get_train_step().numpy()) == 300
+
+
+def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root)
+    wait_for_line(out, "started learner", launcher, timeout_s=180)
+    wait_for_line(root / "logs" / "collector-0.log", "collector_progress", launcher, timeout_s=180)
+    launcher.send_signal(signal.SIGTERM)
+    code = launcher.wait(timeout=30)
+    assert code == 128 + signal.SIGTERM
+    assert "stopping every role" in read(out)
+    deadline = time.monotonic() + 10
+    while run_processes_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_processes_of(tmp_path) == []
+
+
+def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, "--gin_binding", "RunConfig.num_iterations = 100000")
+    collector_log = root / "logs" / "collector-0.log"
+    wait_for_line(collector_log, "collector_progress", launcher, timeout_s=180)
+    (pid,) = [
+        int(line.split()[0])
+        for line in run_processes_of(root)
+        if "distributed_sac.collector" in line
+    ]
+    os.kill(pid, signal.SIGKILL)
+    code = launcher.wait(timeout=60)
+    assert code == 1
+    assert last_line(read(out)).startswith("local.sh: error: collector-0 exited with code -9")
+    assert run_processes_of(tmp_path) == []

@@ -1,0 +1,30 @@
+"""SAC through the same cluster learns: Pendulum-v1 from random-policy return to above -400."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.conftest import PENDULUM_GIN, REPO_ROOT, free_port, read
+
+LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
+
+
+def test_pendulum_return_rises_above_minus_400(processes, tmp_path):
+    root = tmp_path / "pendulum"
+    out = tmp_path / "launcher.out"
+    launcher = processes.start(
+        [LOCAL_SH, "--gin_file", PENDULUM_GIN, "--root_dir", str(root), "--port", str(free_port())],
+        out,
+    )
+    code = launcher.wait(timeout=1800)
+    assert code == 0, read(out)[-3000:]
+    curve = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    print("\nPendulum-v1 learning curve (train_step: AverageReturn)")
+    for point in curve:
+        print(f"  {point['train_step']:>6}: {point['AverageReturn']:9.1f}")
+    first, last = curve[0], curve[-1]
+    assert first["train_step"] == 0
+    assert first["AverageReturn"] < -700, "the untrained policy should be near random level"
+    assert last["train_step"] == 12000
+    assert last["AverageReturn"] > -400
