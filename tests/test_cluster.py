@@ -63,7 +63,6 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     launcher, out = launch(processes, root, "--num_collectors", "2")
     code = launcher.wait(timeout=600)
     output = read(out)
-    print(output[-4000:])
     assert code == 0, output[-3000:]
     assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
     assert run_processes_of(tmp_path) == []
