@@ -46,23 +46,35 @@ def main() -> None:
     env_steps = episodes = 0
     episode_return, episode_length = 0.0, 0
     window_start, window_steps = time.monotonic(), 0
+
+    def refresh_policy() -> bool:
+        """Pulls the newest weights; True once the learner has reached its final step."""
+        nonlocal policy_step
+        pulled = weights.pull()
+        if pulled is not None:
+            policy_step = pulled
+            policy_versions.add(pulled)
+        return policy_step is not None and policy_step >= config.num_iterations
+
+    training_done = False
     time_step = env.reset()
-    while True:
+    while not training_done:
         if env_steps % config.weight_pull_interval == 0:
             if not initial_collect_done:
                 # The random-action budget is global: read how full the table already is.
                 initial_collect_done = replay.table_size(client) >= config.initial_collect_steps
-            pulled = weights.pull()
-            if pulled is not None:
-                policy_step = pulled
-                policy_versions.add(pulled)
-                if pulled >= config.num_iterations:
-                    break
+            if refresh_policy():
+                break
 
         use_learned = initial_collect_done and policy_step is not None
         action_step = (collect_policy if use_learned else random_policy).action(time_step)
         next_time_step = env.step(action_step.action)
-        writer(trajectory.from_transition(time_step, action_step, next_time_step))
+        writer.write(trajectory.from_transition(time_step, action_step, next_time_step))
+        # Held back by the rate limiter: the learner is behind, or it has finished.
+        while not writer.wait_for_room(timeout_s=1.0):
+            if refresh_policy():
+                training_done = True
+                break
         env_steps += 1
         if not time_step.is_last():
             episode_return += float(next_time_step.reward)
@@ -98,14 +110,15 @@ def main() -> None:
                 with summaries.as_default(step=env_steps):
                     tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)
 
-    writer.close()
+    all_items_sent = writer.close()
     env.close()
     cli.report(
         "collector_done",
         task=FLAGS.task,
         env_steps=env_steps,
         episodes=episodes,
-        items_written=writer.items_written,
+        items_created=writer.items_created,
+        all_items_sent=all_items_sent,
         policy_versions=len(policy_versions),
         last_policy_step=policy_step,
     )

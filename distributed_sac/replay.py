@@ -135,27 +135,47 @@ def table_size(client: reverb.Client, table: str = EXPERIENCE_TABLE) -> int:
 
 
 class ExperienceWriter:
-    """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item."""
+    """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item.
 
-    def __init__(self, client: reverb.Client):
+    Reverb's writer queues items without blocking, so a collector held back by the rate limiter
+    would run ahead and pile up stale experience in memory. `wait_for_room` bounds that queue.
+    """
+
+    def __init__(self, client: reverb.Client, max_pending_items: int = 16):
         self._writer = client.trajectory_writer(num_keep_alive_refs=SEQUENCE_LENGTH)
-        self.items_written = 0
+        self._max_pending_items = max_pending_items
+        self.items_created = 0
 
-    def __call__(self, traj: trajectory_lib.Trajectory) -> None:
+    def write(self, traj: trajectory_lib.Trajectory) -> None:
         self._writer.append(traj)
         if self._writer.episode_steps >= SEQUENCE_LENGTH:
             pair = tree.map_structure(
                 lambda column: column[-SEQUENCE_LENGTH:], self._writer.history
             )
             self._writer.create_item(EXPERIENCE_TABLE, priority=1.0, trajectory=pair)
-            self.items_written += 1
+            self.items_created += 1
         # A boundary (LAST -> FIRST) step closes the episode; pairs never span two episodes.
         if traj.is_boundary():
             self._writer.end_episode()
 
-    def close(self) -> None:
-        self._writer.flush()
+    def wait_for_room(self, timeout_s: float) -> bool:
+        """Blocks until few items are pending on the server; False if that took over timeout_s."""
+        try:
+            self._writer.flush(self._max_pending_items, timeout_ms=int(timeout_s * 1000))
+            return True
+        except reverb.errors.DeadlineExceededError:
+            return False
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Sends what the rate limiter admits within timeout_s; False if items were left unsent."""
+        try:
+            self._writer.flush(timeout_ms=int(timeout_s * 1000))
+            all_sent = True
+        except reverb.errors.DeadlineExceededError:
+            # Training is over, so the limiter admits no more; those items would have no reader.
+            all_sent = False
         self._writer.close()
+        return all_sent
 
 
 class WeightClient:

@@ -69,8 +69,8 @@ def test_tables_follow_the_config():
         server.stop()
 
 
-def test_rate_limiter_min_size_by_default():
-    config = load_gin([SMOKE_GIN], [])
+def test_rate_limiter_min_size_when_no_ratio_is_set():
+    config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
     limiter = replay.make_rate_limiter(config)
     assert isinstance(limiter, reverb.rate_limiters.MinSize)
     assert limiter._min_size_to_sample == config.initial_collect_steps

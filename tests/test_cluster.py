@@ -71,7 +71,7 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     assert reports(logs / "learner.log", "learner_done") == [{"train_step": 300}]
     for task in (0, 1):
         (done,) = reports(logs / f"collector-{task}.log", "collector_done")
-        assert done["items_written"] > 0
+        assert done["items_created"] > 100
         assert done["policy_versions"] >= 2, done  # weights really flow
         assert done["last_policy_step"] == 300
 

@@ -10,7 +10,7 @@ def test_smoke_config_loads_and_includes_minitaur_defaults():
     config = load_gin([SMOKE_GIN], [])
     assert config.env_name == "MinitaurBulletEnv-v0"
     assert config.num_iterations == 300
-    assert config.updates_per_env_step is None
+    assert config.updates_per_env_step == 1.0  # the tutorial's one gradient step per env step
 
 
 def test_bindings_override_files():
@@ -21,7 +21,8 @@ def test_bindings_override_files():
 def test_samples_per_insert_is_batch_times_updates_per_step():
     config = load_gin([PENDULUM_GIN], ["RunConfig.updates_per_env_step = 2.0"])
     assert config.samples_per_insert == config.batch_size * 2.0
-    assert load_gin([SMOKE_GIN], []).samples_per_insert is None
+    free = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
+    assert free.samples_per_insert is None
 
 
 def test_unknown_configurable_is_named():
