@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import numpy as np
 import reverb
@@ -74,7 +73,7 @@ def make_tables(config: RunConfig, collect_data_spec, policy_variables) -> list:
     return [experience, variables]
 
 
-def connect(address: str, timeout_s: float, sleep: Callable[[float], None] = time.sleep):
+def connect(address: str, timeout_s: float):
     """A client whose server answered; retries with backoff, logging each retry, up to timeout_s."""
     client = reverb.Client(address)
     deadline = time.monotonic() + timeout_s
@@ -101,7 +100,7 @@ def connect(address: str, timeout_s: float, sleep: Callable[[float], None] = tim
                 reason,
                 delay,
             )
-            sleep(min(delay, remaining))
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, 10.0)
 
 
