@@ -143,19 +143,23 @@ class ExperienceWriter:
     def __init__(self, client: reverb.Client, max_pending_items: int = 16):
         self._writer = client.trajectory_writer(num_keep_alive_refs=SEQUENCE_LENGTH)
         self._max_pending_items = max_pending_items
+        self._steps_in_episode = 0
         self.items_created = 0
 
     def write(self, traj: trajectory_lib.Trajectory) -> None:
         self._writer.append(traj)
-        if self._writer.episode_steps >= SEQUENCE_LENGTH:
+        self._steps_in_episode += 1
+        if self._steps_in_episode >= SEQUENCE_LENGTH:
             pair = tree.map_structure(
                 lambda column: column[-SEQUENCE_LENGTH:], self._writer.history
             )
             self._writer.create_item(EXPERIENCE_TABLE, priority=1.0, trajectory=pair)
             self.items_created += 1
-        # A boundary (LAST -> FIRST) step closes the episode; pairs never span two episodes.
+        # A boundary (LAST -> FIRST) step closes the episode: pairs never span two episodes.
+        # Counted here rather than with the writer's end_episode(), which waits for every
+        # pending item and so would block forever once a finished learner stops sampling.
         if traj.is_boundary():
-            self._writer.end_episode()
+            self._steps_in_episode = 0
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Blocks until few items are pending on the server; False if that took over timeout_s."""
