@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 
 import tensorflow as tf
-from tf_agents.policies import greedy_policy, py_tf_eager_policy
+from tf_agents.policies import greedy_policy
 from tf_agents.train.utils import spec_utils
 
 from distributed_sac import agent as agent_lib
 from distributed_sac import envs, replay
 from distributed_sac.config import RunConfig
+from distributed_sac.fast_policy import CompiledPyPolicy
+from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
 
 class Builder:
@@ -42,10 +44,11 @@ class Builder:
         return agent_lib.make_agent(*self.specs, train_step)
 
     @staticmethod
-    def py_policy(tf_policy, greedy: bool = False):
+    def py_policy(tf_policy, greedy: bool = False) -> CompiledPyPolicy:
+        """A Python policy acting with tf_policy's current weights (greedy: its mode)."""
         if greedy:
             tf_policy = greedy_policy.GreedyPolicy(tf_policy)
-        return py_tf_eager_policy.PyTFEagerPolicy(tf_policy, use_tf_function=True)
+        return CompiledPyPolicy(tf_policy)
 
     def signatures(self) -> dict:
         """Both tables' signatures, keyed by table name."""
@@ -63,20 +66,26 @@ class Builder:
         """A client to a server whose named tables match this config; UserError otherwise."""
         client = replay.connect(address, self.config.connect_timeout_s)
         signatures = self.signatures()
+        layout = TransitionPacking(self.make_policy().trajectory_spec).describe()
         for table in tables:
-            replay.check_signature(client, table, signatures[table])
+            layout_hint = layout if table == replay.EXPERIENCE_TABLE else ""
+            replay.check_signature(client, table, signatures[table], layout_hint)
         return client
 
     def make_dataset(self, address: str, collect_data_spec) -> tf.data.Dataset:
-        """Batches of (t, t+1) pairs sampled from the experience table."""
-        from tf_agents.replay_buffers import reverb_replay_buffer
+        """Batches of (Trajectory [batch, 2, ...], sample info) from the experience table."""
+        import reverb
 
-        buffer = reverb_replay_buffer.ReverbReplayBuffer(
-            collect_data_spec,
-            sequence_length=replay.SEQUENCE_LENGTH,
-            table_name=replay.EXPERIENCE_TABLE,
+        packing = TransitionPacking(collect_data_spec)
+        items = reverb.TrajectoryDataset(
             server_address=address,
+            table=replay.EXPERIENCE_TABLE,
+            dtypes={PAIR_COLUMN: tf.float32},
+            shapes={PAIR_COLUMN: packing.signature()[PAIR_COLUMN].shape},
+            max_in_flight_samples_per_worker=2 * self.config.batch_size,
         )
-        return buffer.as_dataset(
-            sample_batch_size=self.config.batch_size, num_steps=replay.SEQUENCE_LENGTH
-        ).prefetch(50)
+        return (
+            items.batch(self.config.batch_size, drop_remainder=True)
+            .map(lambda sample: (packing.unpack(sample.data[PAIR_COLUMN]), sample.info))
+            .prefetch(self.config.dataset_prefetch_batches)
+        )

@@ -30,6 +30,15 @@ def load_config() -> RunConfig:
     return load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
 
+def set_tf_threads(threads: int) -> None:
+    """Caps TensorFlow's thread pools; call before the role runs its first TF op."""
+    if threads > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def variables_address() -> str:
     return FLAGS.variable_container_address or FLAGS.replay_server_address
 

@@ -20,6 +20,7 @@ def main() -> None:
     from tf_agents.trajectories import trajectory
 
     config = cli.load_config()
+    cli.set_tf_threads(config.actor_tf_threads)
     builder = Builder(config)
     seed = config.seed + FLAGS.task  # every collector explores differently, reproducibly
     tf.random.set_seed(seed)
@@ -33,7 +34,7 @@ def main() -> None:
         env.time_step_spec(), env.action_spec(), seed=seed
     )
     weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
-    writer = replay.ExperienceWriter(client)
+    writer = replay.ExperienceWriter(client, tf_policy.trajectory_spec)
     summaries = None
     if cli.FLAGS.root_dir:
         summaries = tf.summary.create_file_writer(

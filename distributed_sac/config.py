@@ -46,6 +46,12 @@ class RunConfig:
     summary_interval: int = 1_000
     log_interval: int = 1_000  # learner train steps / collector env steps between log lines
     connect_timeout_s: float = 120.0  # how long a role retries an unreachable server
+    # Speed knobs; none of them changes what is learned.
+    dataset_prefetch_batches: int = 50  # the tutorial's .prefetch(50)
+    # TF threads per role (intra-op and inter-op); 0 lets TensorFlow use every core. Acting on
+    # one observation gains nothing from more threads, and collectors share the cores.
+    learner_tf_threads: int = 0
+    actor_tf_threads: int = 1  # collectors and the evaluator
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

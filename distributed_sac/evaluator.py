@@ -45,6 +45,7 @@ def main() -> None:
     import tensorflow as tf
 
     config = cli.load_config()
+    cli.set_tf_threads(config.actor_tf_threads)
     root_dir = cli.require_root_dir("evaluator")
     builder = Builder(config)
     tf.random.set_seed(config.seed + EVAL_SEED_OFFSET)

@@ -43,6 +43,7 @@ def main() -> None:
     from distributed_sac.policy_export import PolicyExporter
 
     config = cli.load_config()
+    cli.set_tf_threads(config.learner_tf_threads)
     root_dir = cli.require_root_dir("learner")
     builder = Builder(config)
     address = cli.FLAGS.replay_server_address

@@ -9,22 +9,21 @@ import reverb
 import tensorflow as tf
 import tree
 from absl import logging
-from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from distributed_sac.config import RunConfig, UserError
+from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
 # TF-Agents' names, so its tools (ReverbReplayBuffer, ReverbVariableContainer) interoperate.
 EXPERIENCE_TABLE = "uniform_table"
 VARIABLES_TABLE = "variables"
 POLICY_KEY = "policy_variables"
 TRAIN_STEP_KEY = "train_step"
-SEQUENCE_LENGTH = 2  # SAC learns from (t, t+1) pairs
 
 
 def experience_signature(collect_data_spec):
-    """Signature of one experience item: every trajectory field with a leading time axis of 2."""
-    return tensor_spec.add_outer_dim(tensor_spec.from_spec(collect_data_spec), SEQUENCE_LENGTH)
+    """Signature of one experience item: a (t, t+1) pair of packed steps (see transitions)."""
+    return TransitionPacking(collect_data_spec).signature()
 
 
 def weights_nest(policy_variables, train_step) -> dict:
@@ -108,8 +107,11 @@ def _describe(spec) -> str:
     return f"{spec.dtype.name}{list(spec.shape)}"
 
 
-def check_signature(client: reverb.Client, table: str, expected) -> None:
-    """Raises a UserError naming the first difference between a server table and our config."""
+def check_signature(client: reverb.Client, table: str, expected, layout: str = "") -> None:
+    """Raises a UserError naming the first difference between a server table and our config.
+
+    `layout` describes what this config's tensors hold, to help tell two configs apart.
+    """
     info = client.server_info()
     if table not in info:
         raise UserError(f"replay server has no table '{table}' (tables: {sorted(info)})")
@@ -125,7 +127,8 @@ def check_signature(client: reverb.Client, table: str, expected) -> None:
             name = "/".join(str(p) for p in path)
             raise UserError(
                 f"spec mismatch in table '{table}' at {name}: server has {_describe(have)}, "
-                f"this config has {_describe(want)}; do all roles use the same env and gin config?"
+                f"this config has {_describe(want)}{f' ({layout})' if layout else ''}; "
+                "do all roles use the same env and gin config?"
             )
 
 
@@ -136,30 +139,33 @@ def table_size(client: reverb.Client, table: str = EXPERIENCE_TABLE) -> int:
 class ExperienceWriter:
     """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item.
 
-    Reverb's writer queues items without blocking, so a collector held back by the rate limiter
-    would run ahead and pile up stale experience in memory. `wait_for_room` bounds that queue.
+    Each item is one packed [2, width] step of its own (see transitions), so it is one chunk:
+    the cheapest thing for the learner to sample. Reverb's writer queues items without
+    blocking, so a collector held back by the rate limiter would run ahead and pile up stale
+    experience in memory. `wait_for_room` bounds that queue.
     """
 
-    def __init__(self, client: reverb.Client, max_pending_items: int = 16):
-        self._writer = client.trajectory_writer(num_keep_alive_refs=SEQUENCE_LENGTH)
+    def __init__(self, client: reverb.Client, collect_data_spec, max_pending_items: int = 16):
+        self._packing = TransitionPacking(collect_data_spec)
+        self._writer = client.trajectory_writer(num_keep_alive_refs=1)
         self._max_pending_items = max_pending_items
-        self._steps_in_episode = 0
+        self._previous = None  # the packed step before this one, in the same episode
         self.items_created = 0
 
     def write(self, traj: trajectory_lib.Trajectory) -> None:
-        self._writer.append(traj)
-        self._steps_in_episode += 1
-        if self._steps_in_episode >= SEQUENCE_LENGTH:
-            pair = tree.map_structure(
-                lambda column: column[-SEQUENCE_LENGTH:], self._writer.history
+        packed = self._packing.pack(traj)
+        if self._previous is not None:
+            self._writer.append({PAIR_COLUMN: np.stack([self._previous, packed])})
+            self._writer.create_item(
+                EXPERIENCE_TABLE,
+                priority=1.0,
+                trajectory={PAIR_COLUMN: self._writer.history[PAIR_COLUMN][-1]},
             )
-            self._writer.create_item(EXPERIENCE_TABLE, priority=1.0, trajectory=pair)
             self.items_created += 1
         # A boundary (LAST -> FIRST) step closes the episode: pairs never span two episodes.
-        # Counted here rather than with the writer's end_episode(), which waits for every
+        # Tracked here rather than with the writer's end_episode(), which waits for every
         # pending item and so would block forever once a finished learner stops sampling.
-        if traj.is_boundary():
-            self._steps_in_episode = 0
+        self._previous = None if traj.is_boundary() else packed
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Blocks until few items are pending on the server; False if that took over timeout_s."""

@@ -8,6 +8,7 @@ from tf_agents.train.utils import train_utils
 from distributed_sac import replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.transitions import PAIR_COLUMN
 from tests.conftest import PENDULUM_GIN, SMOKE_GIN
 
 
@@ -43,8 +44,9 @@ def test_minitaur_specs_and_experience_items_hold_pairs():
     assert time_step_spec.observation.shape == (28,)
     assert action_spec.shape == (8,)
     experience = Builder(config).signatures()[replay.EXPERIENCE_TABLE]
-    assert experience.observation.shape == (2, 28)
-    assert experience.action.shape == (2, 8)
+    # One packed (t, t+1) pair: step_type 1 + observation 28 + action 8 + next_step_type 1
+    # + reward 1 + discount 1 values per step.
+    assert experience[PAIR_COLUMN].shape == (2, 40)
 
 
 def test_other_env_gives_other_signature():

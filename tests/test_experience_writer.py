@@ -43,7 +43,9 @@ def test_pairs_never_span_episodes_and_a_blocked_limiter_never_hangs_the_writer(
     server = reverb.Server(builder.make_tables())
     try:
         client = builder.connect(f"localhost:{server.port}")
-        writer = replay.ExperienceWriter(client, max_pending_items=4)
+        writer = replay.ExperienceWriter(
+            client, builder.make_policy().trajectory_spec, max_pending_items=4
+        )
         outcome = {}
 
         def work():
