@@ -9,13 +9,12 @@ from __future__ import annotations
 import functools
 
 import tensorflow as tf
-from tf_agents.policies import greedy_policy
 from tf_agents.train.utils import spec_utils
 
 from distributed_sac import agent as agent_lib
 from distributed_sac import envs, replay
 from distributed_sac.config import RunConfig
-from distributed_sac.fast_policy import CompiledPyPolicy
+from distributed_sac.numpy_policy import NumpyActorPolicy
 from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
 
@@ -44,11 +43,9 @@ class Builder:
         return agent_lib.make_agent(*self.specs, train_step)
 
     @staticmethod
-    def py_policy(tf_policy, greedy: bool = False) -> CompiledPyPolicy:
-        """A Python policy acting with tf_policy's current weights (greedy: its mode)."""
-        if greedy:
-            tf_policy = greedy_policy.GreedyPolicy(tf_policy)
-        return CompiledPyPolicy(tf_policy)
+    def py_policy(tf_policy, greedy: bool = False, seed=None) -> NumpyActorPolicy:
+        """The policy in numpy (greedy: its mode); `sync()` it after pulling weights."""
+        return NumpyActorPolicy(tf_policy, greedy=greedy, seed=seed)
 
     def signatures(self) -> dict:
         """Both tables' signatures, keyed by table name."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Callable
 
 # TensorFlow's C++ start-up noise (CUDA plugin registration) would bury the roles' own logs.
@@ -51,7 +52,8 @@ def require_root_dir(role: str) -> str:
 
 
 def report(event: str, **fields) -> None:
-    """One machine-readable line in the role's log (the launcher and tests read these)."""
+    """One machine-readable line in the role's log (the launcher, tests, benchmarks read these)."""
+    fields.setdefault("unix_time", round(time.time(), 3))
     logging.info("%s %s", event, json.dumps(fields, sort_keys=True))
 
 

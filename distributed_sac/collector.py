@@ -29,7 +29,7 @@ def main() -> None:
     weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
 
     tf_policy = builder.make_policy()
-    collect_policy = builder.py_policy(tf_policy)
+    collect_policy = builder.py_policy(tf_policy, seed=seed)
     random_policy = random_py_policy.RandomPyPolicy(
         env.time_step_spec(), env.action_spec(), seed=seed
     )
@@ -44,6 +44,9 @@ def main() -> None:
     initial_collect_done = False
     policy_step = None
     policy_versions = set()
+    # Policy lag: train steps between the newest pushed weights and the ones acted with,
+    # read at each pull just before switching.
+    lags = []
     env_steps = episodes = 0
     episode_return, episode_length = 0.0, 0
     window_start, window_steps = time.monotonic(), 0
@@ -53,6 +56,10 @@ def main() -> None:
         nonlocal policy_step
         pulled = weights.pull()
         if pulled is not None:
+            if policy_step is not None:
+                lags.append(pulled - policy_step)
+            if pulled != policy_step:
+                collect_policy.sync()
             policy_step = pulled
             policy_versions.add(pulled)
         return policy_step is not None and policy_step >= config.num_iterations
@@ -106,7 +113,9 @@ def main() -> None:
                 env_steps=env_steps,
                 env_steps_per_s=round(rate, 1),
                 policy_step=policy_step,
+                policy_lag=round(sum(lags) / len(lags), 1) if lags else None,
             )
+            lags.clear()
             if summaries is not None:
                 with summaries.as_default(step=env_steps):
                     tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)

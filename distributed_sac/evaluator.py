@@ -66,6 +66,7 @@ def main() -> None:
         if step is None or not _due(step, last_evaluated, config):
             time.sleep(FLAGS.poll_interval_s)
             continue
+        greedy.sync()
         returns, lengths = run_episodes(env, greedy, config.num_eval_episodes)
         result = {
             "train_step": step,
