@@ -1,0 +1,66 @@
+"""benchmarks/throughput.py in its tiny mode: every figure the bench tooling reads is there."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+BENCHMARK = f"{REPO_ROOT}/benchmarks/throughput.py"
+KEYS = [
+    "env_limit",
+    "learner_limit",
+    "baseline_it_per_s",
+    "cluster_learner_steps_per_s",
+    "cluster_env_steps_per_s",
+    "collector_alone_steps_per_s",
+    "learner_alone_steps_per_s",
+    "collector_vs_env_limit",
+    "learner_vs_limit",
+    "cluster_vs_baseline",
+]
+
+
+def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
+    output = tmp_path / "throughput.json"
+    log = tmp_path / "throughput.log"
+    command = [sys.executable, BENCHMARK, "--quick", "--num_collectors", "1", "--output", output]
+    proc = processes.start([str(part) for part in command], log)
+    code = proc.wait(timeout=900)
+    printed = log.read_text()
+    assert code == 0, printed[-3000:]
+    figures = json.loads(output.read_text())
+    for key in KEYS:
+        assert isinstance(figures[key], float) and figures[key] > 0, (key, figures.get(key))
+    assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu_model"]
+    assert figures["date"].startswith("20")
+    assert figures["cluster_runs"][0]["samples_per_s"] > 0
+    assert figures["cluster_runs"][0]["mean_policy_lag_steps"] >= 0
+    # The table printed the same figures.
+    assert "cluster_vs_baseline (target >= 2.5)" in printed
+    print(printed[printed.index("throughput on") :])
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, BENCHMARK, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_bad_arguments_get_one_line_errors(tmp_path):
+    result = _run("--num_collectors", "one")
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("throughput: error: --num_collectors must be like 1,2")
+    )
+    result = _run("--output", str(tmp_path / "missing" / "out.json"))
+    assert result.returncode != 0
+    assert "throughput: error: cannot write --output" in result.stderr.strip().splitlines()[-1]
+    result = _run("--gin_file", str(tmp_path / "none.gin"))
+    assert result.returncode != 0
+    assert "throughput: error: gin file not found" in result.stderr.strip().splitlines()[-1]
+    result = _run("--gin_binding", "RunConfig.batch_size = -1")
+    assert result.returncode != 0
+    assert "throughput: error: RunConfig.batch_size" in result.stderr.strip().splitlines()[-1]
