@@ -14,7 +14,8 @@ from tf_agents.trajectories import trajectory as trajectory_lib
 from distributed_sac.config import RunConfig, UserError
 from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
-# TF-Agents' names, so its tools (ReverbReplayBuffer, ReverbVariableContainer) interoperate.
+# TF-Agents' table and key names. The experience items are packed pairs (see transitions), so
+# TF-Agents' ReverbReplayBuffer cannot read them; the variables table is ReverbVariableContainer's.
 EXPERIENCE_TABLE = "uniform_table"
 VARIABLES_TABLE = "variables"
 POLICY_KEY = "policy_variables"
