@@ -9,6 +9,7 @@ from absl import flags, logging
 
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
+from distributed_sac.config import first_line
 
 flags.DEFINE_integer("task", 0, "Unique collector id; seeds its environment and policy.")
 FLAGS = flags.FLAGS
@@ -25,16 +26,21 @@ def main() -> None:
     seed = config.seed + FLAGS.task  # every collector explores differently, reproducibly
     tf.random.set_seed(seed)
     env = builder.make_env(seed=seed)
-    client = builder.connect(cli.FLAGS.replay_server_address, tables=(replay.EXPERIENCE_TABLE,))
-    weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
-
     tf_policy = builder.make_policy()
     collect_policy = builder.py_policy(tf_policy, seed=seed)
     random_policy = random_py_policy.RandomPyPolicy(
         env.time_step_spec(), env.action_spec(), seed=seed
     )
-    weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
-    writer = replay.ExperienceWriter(client, tf_policy.trajectory_spec)
+
+    def connect():
+        """(experience client, weight client, writer), fresh; retries up to connect_timeout_s."""
+        client = builder.connect(cli.FLAGS.replay_server_address, (replay.EXPERIENCE_TABLE,))
+        weights_server = builder.connect(cli.variables_address(), (replay.VARIABLES_TABLE,))
+        weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
+        return client, weights, replay.ExperienceWriter(client, tf_policy.trajectory_spec)
+
+    client, weights, writer = connect()
+    items_created = 0  # by writers replaced after a reconnect
     summaries = None
     if cli.FLAGS.root_dir:
         summaries = tf.summary.create_file_writer(
@@ -48,6 +54,7 @@ def main() -> None:
     # read at each pull just before switching.
     lags = []
     env_steps = episodes = 0
+    random_steps = 0  # taken with random actions (the initial collection)
     episode_return, episode_length = 0.0, 0
     window_start, window_steps = time.monotonic(), 0
 
@@ -67,67 +74,89 @@ def main() -> None:
     training_done = False
     time_step = env.reset()
     while not training_done:
-        if env_steps % config.weight_pull_interval == 0:
-            if not initial_collect_done:
-                # The random-action budget is global: read how full the table already is.
-                initial_collect_done = replay.table_size(client) >= config.initial_collect_steps
-            if refresh_policy():
-                break
+        try:
+            while not training_done:
+                if env_steps % config.weight_pull_interval == 0:
+                    if not initial_collect_done:
+                        # The random-action budget is global: read how full the table already is.
+                        initial_collect_done = (
+                            replay.table_size(client) >= config.initial_collect_steps
+                        )
+                    if refresh_policy():
+                        training_done = True
+                        break
 
-        use_learned = initial_collect_done and policy_step is not None
-        action_step = (collect_policy if use_learned else random_policy).action(time_step)
-        next_time_step = env.step(action_step.action)
-        writer.write(trajectory.from_transition(time_step, action_step, next_time_step))
-        # Held back by the rate limiter: the learner is behind, or it has finished.
-        while not writer.wait_for_room(timeout_s=1.0):
-            if refresh_policy():
-                training_done = True
-                break
-        env_steps += 1
-        if not time_step.is_last():
-            episode_return += float(next_time_step.reward)
-            episode_length += 1
-        if next_time_step.is_last():
-            episodes += 1
-            logging.info(
-                "episode %d: return %.3f, length %d, policy step %s",
-                episodes,
-                episode_return,
-                episode_length,
-                policy_step,
-            )
-            if summaries is not None:
-                with summaries.as_default(step=env_steps):
-                    tf.summary.scalar("Metrics/EpisodeReturn", episode_return)
-                    tf.summary.scalar("Metrics/EpisodeLength", episode_length)
+                use_learned = initial_collect_done and policy_step is not None
+                random_steps += not use_learned
+                action_step = (collect_policy if use_learned else random_policy).action(time_step)
+                next_time_step = env.step(action_step.action)
+                writer.write(trajectory.from_transition(time_step, action_step, next_time_step))
+                # Held back by the rate limiter: the learner is behind, or it has finished.
+                while not writer.wait_for_room(timeout_s=1.0):
+                    if refresh_policy():
+                        training_done = True
+                        break
+                env_steps += 1
+                if not time_step.is_last():
+                    episode_return += float(next_time_step.reward)
+                    episode_length += 1
+                if next_time_step.is_last():
+                    episodes += 1
+                    logging.info(
+                        "episode %d: return %.3f, length %d, policy step %s",
+                        episodes,
+                        episode_return,
+                        episode_length,
+                        policy_step,
+                    )
+                    if summaries is not None:
+                        with summaries.as_default(step=env_steps):
+                            tf.summary.scalar("Metrics/EpisodeReturn", episode_return)
+                            tf.summary.scalar("Metrics/EpisodeLength", episode_length)
+                    episode_return, episode_length = 0.0, 0
+                time_step = next_time_step
+
+                if env_steps % config.log_interval == 0:
+                    now = time.monotonic()
+                    rate = (env_steps - window_steps) / max(now - window_start, 1e-9)
+                    window_start, window_steps = now, env_steps
+                    cli.report(
+                        "collector_progress",
+                        task=FLAGS.task,
+                        env_steps=env_steps,
+                        random_steps=random_steps,
+                        env_steps_per_s=round(rate, 1),
+                        policy_step=policy_step,
+                        policy_lag=round(sum(lags) / len(lags), 1) if lags else None,
+                    )
+                    lags.clear()
+                    if summaries is not None:
+                        with summaries.as_default(step=env_steps):
+                            tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)
+        except Exception as error:
+            if not replay.is_connection_error(error):
+                raise
+            logging.warning("lost the replay server (%s); reconnecting", first_line(error))
+            started = time.monotonic()
+            items_created += writer.items_created
+            client, weights, writer = connect()
+            # The episode's pairs written before the loss may be gone: start a fresh episode.
+            time_step = env.reset()
             episode_return, episode_length = 0.0, 0
-        time_step = next_time_step
-
-        if env_steps % config.log_interval == 0:
-            now = time.monotonic()
-            rate = (env_steps - window_steps) / max(now - window_start, 1e-9)
-            window_start, window_steps = now, env_steps
             cli.report(
-                "collector_progress",
+                "collector_reconnected",
                 task=FLAGS.task,
-                env_steps=env_steps,
-                env_steps_per_s=round(rate, 1),
-                policy_step=policy_step,
-                policy_lag=round(sum(lags) / len(lags), 1) if lags else None,
+                seconds=round(time.monotonic() - started, 2),
             )
-            lags.clear()
-            if summaries is not None:
-                with summaries.as_default(step=env_steps):
-                    tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)
-
     all_items_sent = writer.close()
     env.close()
     cli.report(
         "collector_done",
         task=FLAGS.task,
         env_steps=env_steps,
+        random_steps=random_steps,
         episodes=episodes,
-        items_created=writer.items_created,
+        items_created=items_created + writer.items_created,
         all_items_sent=all_items_sent,
         policy_versions=len(policy_versions),
         last_policy_step=policy_step,

@@ -42,7 +42,8 @@ class RunConfig:
     eval_interval: int = 10_000  # train steps between evaluations
     num_eval_episodes: int = 20
     policy_save_interval: int = 5_000
-    checkpoint_interval: int = 10_000
+    checkpoint_interval: int = 10_000  # learner train steps between checkpoints (0: only at exit)
+    replay_checkpoint_interval_s: float = 600.0  # seconds between Reverb checkpoints (0: at exit)
     summary_interval: int = 1_000
     log_interval: int = 1_000  # learner train steps / collector env steps between log lines
     connect_timeout_s: float = 120.0  # how long a role retries an unreachable server
@@ -85,8 +86,25 @@ class RunConfig:
         return self.batch_size * self.updates_per_env_step
 
 
-def _one_line(error: Exception) -> str:
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class FaultInjection:
+    """Test-only faults, bound in gin by the fault-tolerance tests; never set in a real run."""
+
+    # After the chunk of train steps that reaches this step, the learner sets its actor's weights
+    # to NaN, so the next loss is NaN.
+    nan_weights_at_step: int | None = None
+
+
+def one_line(error: Exception) -> str:
+    """An error message folded onto one line."""
     return re.sub(r"\s*\n\s*", " | ", str(error).strip())
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (Reverb and TF append long stacks and JSON)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
 
 
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
@@ -107,7 +125,7 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig
     try:
         gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings))
     except Exception as error:  # gin raises ValueError, SyntaxError, TokenError...
-        raise UserError(f"bad gin config: {_one_line(error)}") from None
+        raise UserError(f"bad gin config: {one_line(error)}") from None
     finally:
         logging.disable(logging.NOTSET)
     try:
@@ -115,4 +133,4 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig
     except UserError as error:  # gin appends "In call to configurable ..." lines; drop them
         raise UserError(str(error).splitlines()[0]) from None
     except Exception as error:  # a binding of the wrong type reaches the constructor
-        raise UserError(f"bad gin config: {_one_line(error)}") from None
+        raise UserError(f"bad gin config: {one_line(error)}") from None

@@ -11,6 +11,7 @@ from absl import flags, logging
 
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
+from distributed_sac.config import first_line
 
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
 FLAGS = flags.FLAGS
@@ -33,6 +34,21 @@ def run_episodes(env, policy, num_episodes: int):
     return returns, lengths
 
 
+def last_evaluated_step(metrics_path: str) -> int | None:
+    """The train step of the last complete line of metrics.jsonl (a restarted evaluator goes on
+    from there); None when there is none."""
+    if not os.path.exists(metrics_path):
+        return None
+    last = None
+    with open(metrics_path) as f:
+        for line in f:
+            try:
+                last = int(json.loads(line)["train_step"])
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a kill mid-write
+    return last
+
+
 def _due(step: int, last_evaluated, config) -> bool:
     if last_evaluated is None:
         return True
@@ -50,19 +66,33 @@ def main() -> None:
     builder = Builder(config)
     tf.random.set_seed(config.seed + EVAL_SEED_OFFSET)
     env = builder.make_env(seed=config.seed + EVAL_SEED_OFFSET)
-    weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
     tf_policy = builder.make_policy()
     greedy = builder.py_policy(tf_policy, greedy=True)
-    weights = replay.WeightClient(weights_server, tf_policy.variables(), train_step=None)
 
+    def connect() -> replay.WeightClient:
+        server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
+        return replay.WeightClient(server, tf_policy.variables(), train_step=None)
+
+    weights = connect()
     eval_dir = os.path.join(root_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
     summaries = tf.summary.create_file_writer(eval_dir)
     metrics_path = os.path.join(eval_dir, "metrics.jsonl")
 
-    last_evaluated = None
+    last_evaluated = last_evaluated_step(metrics_path)
+    if last_evaluated is not None:
+        cli.report("evaluator_resumed", last_evaluated=last_evaluated)
     while last_evaluated is None or last_evaluated < config.num_iterations:
-        step = weights.pull()
+        try:
+            step = weights.pull()
+        except Exception as error:
+            if not replay.is_connection_error(error):
+                raise
+            logging.warning("lost the replay server (%s); reconnecting", first_line(error))
+            started = time.monotonic()
+            weights = connect()
+            cli.report("evaluator_reconnected", seconds=round(time.monotonic() - started, 2))
+            continue
         if step is None or not _due(step, last_evaluated, config):
             time.sleep(FLAGS.poll_interval_s)
             continue

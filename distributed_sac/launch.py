@@ -3,7 +3,10 @@
 `launch/local.sh` runs this after preparing the venv. It validates the gin config before any
 role starts, starts the replay server, then the learner, N collectors and the evaluator, prints
 their progress, and exits 0 only when the learner reached its final step and every role exited
-cleanly. If a role dies, it stops the rest and exits non-zero naming the role.
+cleanly. A role that dies is started again after a backoff (the others reconnect to it, and the
+learner and replay server resume from their checkpoints); a role that dies more than
+--max_restarts times, or stops with a configuration error, stops the run, which exits non-zero
+naming the role.
 """
 
 from __future__ import annotations
@@ -33,10 +36,17 @@ flags.DEFINE_multi_string("gin_file", [], f"Gin file, repeatable (default: {DEFA
 flags.DEFINE_multi_string("gin_binding", [], "Gin binding, repeatable.")
 flags.DEFINE_integer("port", 8008, "Port of the replay server.")
 flags.DEFINE_float("startup_timeout_s", 180, "How long the replay server may take to start.")
-flags.DEFINE_float("shutdown_grace_s", 8, "Seconds a role gets after SIGTERM before SIGKILL.")
+flags.DEFINE_float(
+    "shutdown_grace_s", 8, "Seconds the roles get after SIGTERM, in all, before SIGKILL."
+)
+flags.DEFINE_integer("max_restarts", 3, "Restarts allowed per role before the run fails.")
+flags.DEFINE_float(
+    "restart_backoff_s", 2, "Delay before a role's first restart; doubles each time."
+)
 FLAGS = flags.FLAGS
 
 PR_SET_PDEATHSIG = 1
+CONFIG_ERROR_EXIT_CODE = 2  # cli.run_role's exit code for a UserError: restarting cannot help
 
 
 def _die_with_parent() -> None:
@@ -49,9 +59,11 @@ class Role:
 
     def __init__(self, name: str, module: str, args: list[str], log_dir: str):
         self.name = name
+        self.module = module
         self.log_path = os.path.join(log_dir, f"{name}.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
         with open(self.log_path, "ab") as log:
+            offset = log.tell()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", f"distributed_sac.{module}", *args],
                 stdout=log,
@@ -61,28 +73,36 @@ class Role:
                 start_new_session=True,  # Ctrl-C reaches the launcher only; it stops roles in order
                 preexec_fn=_die_with_parent,
             )
-        self._offset = 0
+        # Logs are appended across restarts and relaunches: read only this process's reports.
+        self._start = self._offset = offset
 
     def poll(self) -> int | None:
         return self.process.poll()
 
-    def new_reports(self, event: str) -> list[dict]:
-        """Report lines (see cli.report) with this event name written since the last call."""
+    def new_reports(self, *events: str) -> list[tuple[str, dict]]:
+        """(event, fields) of the report lines (see cli.report) of these events written since
+        the last call."""
         with open(self.log_path, "rb") as log:
             log.seek(self._offset)
             data = log.read()
         complete = data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
-        marker = f" {event} {{"
         found = []
         for line in complete.decode(errors="replace").splitlines():
-            if marker in line:
-                found.append(json.loads(line[line.index(marker) + len(event) + 2 :]))
+            for event in events:
+                marker = f" {event} {{"
+                if marker in line:
+                    found.append((event, json.loads(line[line.index(marker) + len(marker) - 1 :])))
         return found
 
     def last_line(self) -> str:
+        """The role's own one-line error if it wrote one, else the last line of its log."""
         with open(self.log_path, "rb") as log:
+            log.seek(self._start)
             lines = [line for line in log.read().decode(errors="replace").splitlines() if line]
+        errors = [line for line in lines if line.startswith(f"{self.module}: error: ")]
+        if errors:
+            return errors[-1]
         return lines[-1] if lines else "(empty log)"
 
     def terminate(self) -> None:
@@ -91,6 +111,8 @@ class Role:
 
 
 class Cluster:
+    """The run's roles by name; restarts the ones that die, up to --max_restarts each."""
+
     def __init__(self, root_dir: str, role_args: list[str], port: int):
         self.root_dir = root_dir
         self.log_dir = os.path.join(root_dir, "logs")
@@ -98,28 +120,72 @@ class Cluster:
         self.role_args = role_args
         self.port = port
         self.roles: dict[str, Role] = {}
+        self._commands: dict[str, tuple[str, list[str]]] = {}
+        self.restarts: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
         self.stopping = False
 
     def start(self, name: str, module: str, extra: list[str]) -> Role:
+        self._commands[name] = (module, extra)
         role = Role(name, module, self.role_args + extra, self.log_dir)
         self.roles[name] = role
         return role
 
+    def supervise(self) -> None:
+        """Schedules a restart for each role that died, starts those whose backoff is over."""
+        now = time.monotonic()
+        for name, role in self.roles.items():
+            if name in self._restart_at:
+                if now >= self._restart_at[name]:
+                    del self._restart_at[name]
+                    self.start(name, *self._commands[name])
+                    _print(
+                        f"{name}: restarted (restart {self.restarts[name]}/{FLAGS.max_restarts})"
+                    )
+                continue
+            code = role.poll()
+            if code in (None, 0):
+                continue
+            if code == CONFIG_ERROR_EXIT_CODE:
+                self.fail(role, code)
+            if self.restarts.get(name, 0) >= FLAGS.max_restarts:
+                self.fail(role, code, f" after {FLAGS.max_restarts} restarts")
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            delay = FLAGS.restart_backoff_s * 2 ** (self.restarts[name] - 1)
+            self._restart_at[name] = now + delay
+            _print(
+                f"{name} exited with code {code}: {role.last_line()[:200]}; restart "
+                f"{self.restarts[name]}/{FLAGS.max_restarts} in {delay:.0f}s"
+            )
+
+    def finished(self, name: str) -> bool:
+        return name not in self._restart_at and self.roles[name].poll() == 0
+
     def stop_all(self, grace_s: float) -> None:
-        for role in self.roles.values():
+        """SIGTERM to the learner first, so it checkpoints while collectors still feed it, then
+        to the others, the replay server last (it checkpoints its tables); SIGKILL at the end."""
+        start = time.monotonic()
+        clients = [n for n in self.roles if n not in ("learner", "replay_server")]
+        self._stop(["learner"], start + 0.7 * grace_s)
+        self._stop(clients, start + 0.7 * grace_s)
+        self._stop(["replay_server"], start + grace_s)
+
+    def _stop(self, names: list[str], deadline: float) -> None:
+        present = [self.roles[n] for n in names if n in self.roles]
+        for role in present:
             role.terminate()
-        deadline = time.monotonic() + grace_s
-        for role in self.roles.values():
+        for role in present:
             try:
                 role.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 role.process.kill()
                 role.process.wait()
 
-    def fail(self, role: Role, code: int) -> None:
+    def fail(self, role: Role, code: int, context: str = "") -> None:
         self.stop_all(FLAGS.shutdown_grace_s)
         raise UserError(
-            f"{role.name} exited with code {code}: {role.last_line()} (log: {role.log_path})"
+            f"{role.name} exited with code {code}{context}: {role.last_line()} "
+            f"(log: {role.log_path})"
         )
 
 
@@ -127,12 +193,13 @@ def _print(message: str) -> None:
     print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> None:
-    address = f"localhost:{cluster.port}"
-    server_args = ["--port", str(cluster.port), "--root_dir", cluster.root_dir]
-    server = cluster.start("replay_server", "replay_server", server_args)
+def _wait_until_ready(cluster: Cluster, server: Role) -> dict:
+    """The server's ready report, once it came."""
     deadline = time.monotonic() + FLAGS.startup_timeout_s
-    while not server.new_reports("replay_server_ready"):
+    while True:
+        ready = server.new_reports("replay_server_ready")
+        if ready:
+            return ready[0][1]
         code = server.poll()
         if code is not None:
             cluster.fail(server, code)
@@ -143,42 +210,68 @@ def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> N
                 f"(log: {server.log_path})"
             )
         time.sleep(0.2)
-    _print(f"replay server ready on {address}")
+
+
+def _print_progress(cluster: Cluster, num_iterations: int) -> None:
+    """One line per learner progress report, evaluation, restore and reconnect."""
+    for name, role in cluster.roles.items():
+        events = role.new_reports(
+            "replay_server_ready",
+            "learner_start",
+            "learner_progress",
+            "evaluation",
+            "collector_reconnected",
+            "evaluator_reconnected",
+            "learner_reconnected",
+        )
+        for event, report in events:
+            if event == "learner_progress":
+                _print(
+                    f"train_step {report['train_step']}/{num_iterations}  "
+                    f"loss {report['loss']:.4g}  {report['steps_per_s']:.1f} steps/s"
+                )
+            elif event == "evaluation":
+                _print(
+                    f"eval at train_step {report['train_step']}: AverageReturn "
+                    f"{report['AverageReturn']:.3f}, AverageEpisodeLength "
+                    f"{report['AverageEpisodeLength']:.1f}"
+                )
+            elif event == "learner_start" and report["restored_from"]:
+                _print(f"learner resumed at train_step {report['train_step']}")
+            elif event == "replay_server_ready":
+                _print(f"replay server up, tables: {report['table_sizes']}")
+            elif event.endswith("_reconnected"):
+                _print(f"{name} reconnected after {report['seconds']:.1f}s")
+
+
+def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> None:
+    address = f"localhost:{cluster.port}"
+    server_args = ["--port", str(cluster.port), "--root_dir", cluster.root_dir]
+    server = cluster.start("replay_server", "replay_server", server_args)
+    tables = _wait_until_ready(cluster, server)["table_sizes"]
+    restored = f" (restored tables: {tables})" if any(tables.values()) else ""
+    _print(f"replay server ready on {address}{restored}")
 
     client_args = ["--replay_server_address", address, "--root_dir", cluster.root_dir]
-    learner = cluster.start("learner", "learner", client_args)
-    workers = [learner]
+    cluster.start("learner", "learner", client_args)
+    workers = ["learner", "evaluator"]
     for task in range(num_collectors):
-        workers.append(
-            cluster.start(f"collector-{task}", "collector", client_args + ["--task", str(task)])
-        )
-    evaluator = cluster.start("evaluator", "evaluator", client_args)
-    workers.append(evaluator)
+        name = f"collector-{task}"
+        cluster.start(name, "collector", client_args + ["--task", str(task)])
+        workers.append(name)
+    cluster.start("evaluator", "evaluator", client_args)
     _print(
         f"started learner, {num_collectors} collector(s), evaluator; training to step "
         f"{num_iterations}"
     )
 
-    while True:
-        for report in learner.new_reports("learner_progress"):
-            _print(
-                f"train_step {report['train_step']}/{num_iterations}  "
-                f"loss {report['loss']:.4g}  {report['steps_per_s']:.1f} steps/s"
-            )
-        for report in evaluator.new_reports("evaluation"):
-            _print(
-                f"eval at train_step {report['train_step']}: AverageReturn "
-                f"{report['AverageReturn']:.3f}, AverageEpisodeLength "
-                f"{report['AverageEpisodeLength']:.1f}"
-            )
-        for role in cluster.roles.values():
-            code = role.poll()
-            if code not in (None, 0):
-                cluster.fail(role, code)
-        if all(role.poll() == 0 for role in workers):
-            break
+    while not all(cluster.finished(name) for name in workers):
+        _print_progress(cluster, num_iterations)
+        cluster.supervise()
         time.sleep(0.5)
+    _print_progress(cluster, num_iterations)
 
+    server = cluster.roles["replay_server"]
     server.terminate()
     try:
         code = server.process.wait(timeout=FLAGS.shutdown_grace_s)
@@ -187,7 +280,7 @@ def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> N
         code = server.process.wait()
     if code != 0:
         raise UserError(
-            f"replay_server exited with code {code} on shutdown " f"(log: {server.log_path})"
+            f"replay_server exited with code {code} on shutdown (log: {server.log_path})"
         )
     _print("all roles exited cleanly")
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import signal
+import sys
 import time
 
 from absl import flags, logging
@@ -10,7 +14,7 @@ from absl import flags, logging
 import gin
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
-from distributed_sac.config import UserError
+from distributed_sac.config import FaultInjection, UserError, first_line
 
 flags.DEFINE_enum("strategy", "cpu", ["cpu", "mirrored", "tpu"], "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU address, with --strategy tpu.")
@@ -36,19 +40,76 @@ def _crossed(previous: int, current: int, interval: int) -> bool:
     return interval > 0 and current // interval > previous // interval
 
 
+class _Stop:
+    """Set by SIGTERM/SIGINT; the loop checkpoints and exits after the current chunk."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._request)
+
+    def _request(self, signum, _frame):
+        name = signal.Signals(signum).name
+        logging.info("got %s; stopping after this chunk of train steps", name)
+        self.requested = True
+
+
+def _all_finite(variables) -> bool:
+    import tensorflow as tf
+
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if v.dtype.is_floating)
+
+
+def _inject_nan_weights(policy_variables) -> None:
+    import numpy as np
+
+    logging.warning("FaultInjection: setting the actor's weights to NaN")
+    for variable in policy_variables:
+        variable.assign(np.full(variable.shape, np.nan, variable.dtype.as_numpy_dtype))
+
+
+class _WeightPusher:
+    """Pushes weights, reconnecting when the replay server went away and came back."""
+
+    def __init__(self, builder: Builder, policy_variables, train_step):
+        self._builder = builder
+        self._policy_variables = policy_variables
+        self._train_step = train_step
+        self._client = self._connect()
+
+    def _connect(self) -> replay.WeightClient:
+        server = self._builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
+        return replay.WeightClient(server, self._policy_variables, self._train_step)
+
+    def push(self) -> None:
+        try:
+            self._client.push()
+        except Exception as error:
+            if not replay.is_connection_error(error):
+                raise
+            logging.warning("weight push failed (%s); reconnecting", first_line(error))
+            started = time.monotonic()
+            self._client = self._connect()
+            self._client.push()
+            cli.report("learner_reconnected", seconds=round(time.monotonic() - started, 2))
+
+
 def main() -> None:
+    import tensorflow as tf
     from tf_agents.train import learner as tfa_learner
     from tf_agents.train.utils import train_utils
 
+    from distributed_sac.checkpoints import LearnerCheckpoints
     from distributed_sac.policy_export import PolicyExporter
 
     config = cli.load_config()
+    faults = FaultInjection()
     cli.set_tf_threads(config.learner_tf_threads)
     root_dir = cli.require_root_dir("learner")
+    stop = _Stop()
     builder = Builder(config)
     address = cli.FLAGS.replay_server_address
     builder.connect(address, tables=(replay.EXPERIENCE_TABLE,))
-    weights_server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
 
     strategy = make_strategy(FLAGS.strategy, FLAGS.tpu)
     with strategy.scope():
@@ -62,42 +123,67 @@ def main() -> None:
         train_step,
         agent,
         experience_dataset_fn=lambda: builder.make_dataset(address, agent.collect_data_spec),
-        checkpoint_interval=config.checkpoint_interval,
+        # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
+        # weights. The Learner has built every variable, optimizer slots included, by now.
+        checkpoint_interval=0,
         summary_interval=config.summary_interval,
         strategy=strategy,
     )
+    checkpoints = LearnerCheckpoints(root_dir, agent, train_step)
+    restored = checkpoints.restore_latest()
     exporter = PolicyExporter(
         os.path.join(root_dir, tfa_learner.POLICY_SAVED_MODEL_DIR), agent.collect_policy, train_step
     )
-    weights = replay.WeightClient(weights_server, agent.collect_policy.variables(), train_step)
-    weights.push()
+    policy_variables = agent.collect_policy.variables()
+    weights = _WeightPusher(builder, policy_variables, train_step)
+    weights.push()  # collectors continue from the restored policy
     step = int(train_step.numpy())
-    logging.info("learner starts at train_step %d of %d", step, config.num_iterations)
+    cli.report("learner_start", train_step=step, restored_from=restored)
+
+    def diverged(what: str) -> UserError:
+        return UserError(
+            f"training diverged at train_step {int(train_step.numpy())}: {what}; "
+            f"no weights from it were pushed or saved (last good checkpoint: {checkpoints.latest})"
+        )
 
     window_start, window_step = time.monotonic(), step
-    while step < config.num_iterations:
-        loss_info = learner.run(
-            iterations=min(config.weight_push_interval, config.num_iterations - step)
-        )
+    while step < config.num_iterations and not stop.requested:
+        try:
+            loss_info = learner.run(
+                iterations=min(config.weight_push_interval, config.num_iterations - step)
+            )
+        except tf.errors.InvalidArgumentError as error:
+            # SAC's own CheckNumerics on its losses, e.g. "Critic loss is inf or nan."
+            which = re.search(r"(\w+) loss is inf or nan", str(error))
+            if which is None:
+                raise
+            raise diverged(f"loss is NaN or inf ({which.group(1).lower()} loss)") from None
         previous, step = step, int(train_step.numpy())
+        loss = float(loss_info.loss)
+        if not math.isfinite(loss):
+            raise diverged(f"loss is {loss}")
+        if not _all_finite(agent.variables):
+            raise diverged("weights are NaN or inf")
         weights.push()
         if _crossed(previous, step, config.log_interval):
             now = time.monotonic()
             rate = (step - window_step) / max(now - window_start, 1e-9)
-            cli.report(
-                "learner_progress",
-                train_step=step,
-                loss=float(loss_info.loss),
-                steps_per_s=round(rate, 2),
-            )
+            cli.report("learner_progress", train_step=step, loss=loss, steps_per_s=round(rate, 2))
             window_start, window_step = now, step
+        if _crossed(previous, step, config.checkpoint_interval):
+            cli.report("learner_checkpoint", train_step=step, path=checkpoints.save(step))
         if _crossed(previous, step, config.policy_save_interval):
             exporter.export()
+        if faults.nan_weights_at_step is not None and previous < faults.nan_weights_at_step <= step:
+            _inject_nan_weights(policy_variables)
 
-    for trigger in learner.triggers:  # final checkpoint
-        trigger(step, force_trigger=True)
+    path = checkpoints.save(step)
+    if stop.requested:
+        cli.report("learner_stopped", train_step=step, path=path)
+        # Not 0: training is unfinished, so a supervisor should start the learner again.
+        sys.exit(128 + signal.SIGTERM)
     exporter.export()
-    cli.report("learner_done", train_step=step)
+    cli.report("learner_done", train_step=step, path=path)
 
 
 def run() -> None:

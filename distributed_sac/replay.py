@@ -104,6 +104,34 @@ def connect(address: str, timeout_s: float):
             delay = min(delay * 2, 10.0)
 
 
+# What Reverb raises when its server goes away mid-call: gRPC statuses, or plain RuntimeErrors
+# from the writer and sampler.
+_CONNECTION_ERROR_TYPES = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+)
+_CONNECTION_ERROR_MESSAGES = (
+    "socket closed",
+    "connection reset",
+    "failed to connect",
+    "unavailable",
+    "error when confirming that all items written",
+    "broken pipe",
+)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """True when `error` means the replay server went away (so reconnecting may help)."""
+    if isinstance(error, _CONNECTION_ERROR_TYPES):
+        return True
+    if isinstance(error, (RuntimeError, tf.errors.OpError, reverb.errors.ReverbError)):
+        message = str(error).lower()
+        return any(known in message for known in _CONNECTION_ERROR_MESSAGES)
+    return False
+
+
 def _describe(spec) -> str:
     return f"{spec.dtype.name}{list(spec.shape)}"
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
+import time
 
 from absl import flags, logging
 
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
-from distributed_sac.config import UserError
+from distributed_sac.config import UserError, first_line
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")
 flags.DEFINE_integer("status_interval_s", 30, "Seconds between table-size log lines.")
@@ -27,24 +29,57 @@ def _check_port_free(port: int) -> None:
             raise UserError(f"cannot listen on port {port}: {error.strerror}") from None
 
 
+REVERB_CHECKPOINT_DIR = "reverb"
+
+
+def _checkpoint(client) -> None:
+    started = time.monotonic()
+    path = client.checkpoint()
+    cli.report(
+        "replay_checkpoint",
+        path=path,
+        table_sizes=replay.describe_tables(client),
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
 def main() -> None:
     import reverb
 
     config = cli.load_config()
     _check_port_free(FLAGS.port)
     tables = Builder(config).make_tables()
+    checkpointer = None
+    if cli.FLAGS.root_dir:
+        # Reverb loads the newest checkpoint here on start and keeps only the newest on save.
+        checkpoint_dir = os.path.join(cli.FLAGS.root_dir, REVERB_CHECKPOINT_DIR)
+        checkpointer = reverb.checkpointers.DefaultCheckpointer(path=checkpoint_dir)
+    else:
+        logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
     try:
-        server = reverb.Server(tables, port=FLAGS.port)
+        server = reverb.Server(tables, port=FLAGS.port, checkpointer=checkpointer)
     except ValueError as error:
         raise UserError(f"cannot listen on port {FLAGS.port}: {error}") from None
-    cli.report("replay_server_ready", port=FLAGS.port)
+    except Exception as error:  # a checkpoint from another config, or an unreadable one
+        raise UserError(f"cannot load the Reverb checkpoint: {first_line(error)}") from None
+    client = reverb.Client(f"localhost:{FLAGS.port}")
+    cli.report("replay_server_ready", port=FLAGS.port, table_sizes=replay.describe_tables(client))
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    client = reverb.Client(f"localhost:{FLAGS.port}")
-    while not stop.wait(FLAGS.status_interval_s):
-        logging.info("table sizes: %s", replay.describe_tables(client))
+    last_checkpoint = last_status = time.monotonic()
+    while not stop.wait(1.0):
+        now = time.monotonic()
+        interval = config.replay_checkpoint_interval_s
+        if checkpointer is not None and interval > 0 and now - last_checkpoint >= interval:
+            _checkpoint(client)
+            last_checkpoint = now
+        if now - last_status >= FLAGS.status_interval_s:
+            logging.info("table sizes: %s", replay.describe_tables(client))
+            last_status = now
+    if checkpointer is not None:
+        _checkpoint(client)
     logging.info("stopping replay server; final table sizes: %s", replay.describe_tables(client))
     server.stop()
 

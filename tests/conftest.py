@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, "gin")
 SMOKE_GIN = os.path.join(GIN_DIR, "smoke.gin")
 PENDULUM_GIN = os.path.join(GIN_DIR, "pendulum.gin")
+LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 
 
 def free_port() -> int:
@@ -107,3 +109,50 @@ def start_server(processes, tmp_path, gin_file=SMOKE_GIN, bindings=()):
     proc = processes.role("replay_server", args, log)
     wait_for_line(log, "replay_server_ready", proc)
     return f"localhost:{port}", proc, log
+
+
+def run_processes_of(root_dir) -> list[str]:
+    result = subprocess.run(["pgrep", "-af", str(root_dir)], capture_output=True, text=True)
+    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+
+
+def reports(log_path, event) -> list[dict]:
+    """The fields of every `event` report line (see cli.report) in a log; [] before it exists."""
+    if not os.path.exists(log_path):
+        return []
+    marker = f" {event} "
+    return [
+        json.loads(line.split(marker, 1)[1])
+        for line in read(log_path).splitlines()
+        if marker in line
+    ]
+
+
+def launch(processes, root_dir, *extra):
+    root_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        LOCAL_SH,
+        "--gin_file",
+        SMOKE_GIN,
+        "--root_dir",
+        str(root_dir),
+        "--port",
+        str(free_port()),
+        *extra,
+    ]
+    out = root_dir.parent / f"{root_dir.name}-launcher.out"
+    return processes.start(args, out), out
+
+
+@pytest.fixture
+def no_leftovers(tmp_path, processes):
+    """After the test, once its processes are stopped, no process of the run may remain."""
+    yield
+    processes.stop_all()
+    deadline = time.monotonic() + 10  # roles stopped by their parent's death exit on their own
+    while run_processes_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = run_processes_of(tmp_path)
+    for line in leftovers:
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"

@@ -6,56 +6,20 @@ import json
 import math
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from tests.conftest import REPO_ROOT, SMOKE_GIN, free_port, last_line, read, wait_for_line
-
-LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
-
-
-def run_processes_of(root_dir) -> list[str]:
-    result = subprocess.run(["pgrep", "-af", str(root_dir)], capture_output=True, text=True)
-    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
-
-
-def reports(log_path, event) -> list[dict]:
-    marker = f" {event} "
-    return [
-        json.loads(line.split(marker, 1)[1])
-        for line in read(log_path).splitlines()
-        if marker in line
-    ]
-
-
-def launch(processes, root_dir, *extra):
-    root_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        LOCAL_SH,
-        "--gin_file",
-        SMOKE_GIN,
-        "--root_dir",
-        str(root_dir),
-        "--port",
-        str(free_port()),
-        *extra,
-    ]
-    out = root_dir.parent / f"{root_dir.name}-launcher.out"
-    return processes.start(args, out), out
-
-
-@pytest.fixture
-def no_leftovers(tmp_path):
-    yield
-    leftovers = run_processes_of(tmp_path)
-    for line in leftovers:
-        os.kill(int(line.split()[0]), signal.SIGKILL)
-    assert not leftovers, f"processes left behind: {leftovers}"
+from tests.conftest import (
+    last_line,
+    launch,
+    read,
+    reports,
+    run_processes_of,
+    wait_for_line,
+)
 
 
 def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
@@ -115,7 +79,9 @@ def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
 
 def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
-    launcher, out = launch(processes, root, "--gin_binding", "RunConfig.num_iterations = 100000")
+    launcher, out = launch(
+        processes, root, "--gin_binding", "RunConfig.num_iterations = 100000", "--max_restarts", "0"
+    )
     collector_log = root / "logs" / "collector-0.log"
     wait_for_line(collector_log, "collector_progress", launcher, timeout_s=180)
     (pid,) = [

@@ -1,0 +1,66 @@
+"""The learner's checkpoints: agent (networks, target networks, optimizers, alpha) and train_step.
+
+TF-Agents' Checkpointer restores whatever matches and silently initialises the rest, so a
+checkpoint from another config would quietly restart training. These restores are strict: a
+checkpoint that does not match this config, or cannot be read, is a UserError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tensorflow as tf
+
+from distributed_sac.config import UserError, first_line, one_line
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class LearnerCheckpoints:
+    """Saves to and restores from `<root_dir>/checkpoints` (the newest `max_to_keep` are kept)."""
+
+    def __init__(self, root_dir: str, agent, train_step: tf.Variable, max_to_keep: int = 3):
+        self.directory = os.path.join(root_dir, CHECKPOINT_DIR)
+        self._checkpoint = tf.train.Checkpoint(agent=agent, train_step=train_step)
+        # CheckpointManager writes the data files first and the index last: a crash mid-save
+        # leaves the previous checkpoint as the latest.
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, self.directory, max_to_keep=max_to_keep
+        )
+
+    @property
+    def latest(self) -> str | None:
+        return self._manager.latest_checkpoint
+
+    def save(self, train_step: int) -> str:
+        return self._manager.save(checkpoint_number=train_step)
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest checkpoint and returns its path; None when there is none.
+
+        Call after every variable exists (optimizer slots included), so that every saved value
+        must find its variable now rather than be deferred.
+        """
+        path = self.latest
+        if path is None:
+            return None
+        # A mismatch makes TF log every unmatched object before raising; our one line says it.
+        tf_logger = logging.getLogger("tensorflow")
+        level = tf_logger.level
+        tf_logger.setLevel(logging.CRITICAL)
+        try:
+            status = self._checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+            status.assert_consumed()
+            tf_logger.setLevel(level)
+        except (AssertionError, ValueError) as error:
+            # The logger stays quiet: TF would list the unmatched objects again at exit.
+            raise UserError(
+                f"checkpoint {path} does not match this config: {first_line(error)}; "
+                "use the gin config it was written with, or another --root_dir"
+            ) from None
+        except (tf.errors.OpError, OSError) as error:
+            message = one_line(error)[:300]
+            raise UserError(f"cannot read checkpoint {path} (corrupted?): {message}") from None
+        return path

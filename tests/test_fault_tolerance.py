@@ -1,0 +1,337 @@
+"""Fault injection with real processes: kill -9 any role, SIGTERM the launcher, break the learner.
+
+Each test prints the figures it saw (steps lost, items restored, reconnect times); run with -rP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from distributed_sac import replay
+from distributed_sac.builder import Builder
+from distributed_sac.config import load_gin
+from tests.conftest import (
+    SMOKE_GIN,
+    last_line,
+    launch,
+    read,
+    reports,
+    run_processes_of,
+    start_server,
+)
+
+RUN_TIMEOUT_S = 420
+
+
+def bindings(*lines: str) -> list[str]:
+    args = []
+    for line in lines:
+        args += ["--gin_binding", line]
+    return args
+
+
+def wait_until(condition, what: str, launcher, timeout_s: float = 240):
+    """Polls `condition` until it returns something truthy; fails if the launcher exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if launcher.poll() is not None:
+            raise AssertionError(f"launcher exited ({launcher.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def pid_of(root, module: str) -> int:
+    (pid,) = [
+        int(line.split()[0])
+        for line in run_processes_of(root)
+        if f"distributed_sac.{module} " in line
+    ]
+    return pid
+
+
+def finish(launcher, out) -> str:
+    code = launcher.wait(timeout=RUN_TIMEOUT_S)
+    output = read(out)
+    assert code == 0, output[-3000:]
+    assert "all roles exited cleanly" in output
+    return output
+
+
+def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
+    log = root / "logs" / "collector-0.log"
+    # Past the initial random collection (200 items in gin/smoke.gin).
+    wait_until(
+        lambda: any(r["env_steps"] >= 300 for r in reports(log, "collector_progress")),
+        "the collector's first 300 env steps",
+        launcher,
+    )
+    os.kill(pid_of(root, "collector"), signal.SIGKILL)
+    output = finish(launcher, out)
+    assert "collector-0 exited with code -9" in output
+    assert "collector-0: restarted (restart 1/3)" in output
+    (done,) = reports(log, "collector_done")  # only the restarted collector got this far
+    print("restarted collector:", done)
+    assert done["items_created"] > 100
+    assert done["random_steps"] == 0  # the table was full: no second random initial collection
+    assert done["last_policy_step"] == 1500
+
+
+def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
+    log = root / "logs" / "learner.log"
+    checkpoint = wait_until(
+        lambda: reports(log, "learner_checkpoint"), "the first learner checkpoint", launcher
+    )[0]
+    progress = wait_until(
+        lambda: [
+            r
+            for r in reports(log, "learner_progress")
+            if r["train_step"] > checkpoint["train_step"]
+        ],
+        "training past the first checkpoint",
+        launcher,
+    )
+    os.kill(pid_of(root, "learner"), signal.SIGKILL)
+    killed_at = max(r["train_step"] for r in reports(log, "learner_progress"))
+    output = finish(launcher, out)
+    assert "learner exited with code -9" in output
+
+    first, second = reports(log, "learner_start")
+    assert first["restored_from"] is None and first["train_step"] == 0
+    assert second["restored_from"], second
+    assert second["train_step"] >= checkpoint["train_step"] > 0
+    assert [r["train_step"] for r in reports(log, "learner_done")] == [1500]
+    print(
+        f"learner killed at train_step >= {killed_at} (first progress past the checkpoint: "
+        f"{progress[0]['train_step']}); resumed at {second['train_step']} from "
+        f"{second['restored_from']}; steps lost <= {killed_at - second['train_step']} "
+        "(plus those after the last progress line)"
+    )
+
+
+def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
+    processes, tmp_path, no_leftovers
+):
+    root = tmp_path / "run"
+    launcher, out = launch(
+        processes,
+        root,
+        *bindings("RunConfig.num_iterations = 2000", "RunConfig.replay_checkpoint_interval_s = 2"),
+    )
+    logs = root / "logs"
+    server_log = logs / "replay_server.log"
+    wait_until(
+        lambda: reports(logs / "learner.log", "learner_progress"), "learner progress", launcher
+    )
+    wait_until(
+        lambda: any(
+            r["table_sizes"][replay.EXPERIENCE_TABLE] > 0
+            for r in reports(server_log, "replay_checkpoint")
+        ),
+        "a Reverb checkpoint holding experience",
+        launcher,
+    )
+    os.kill(pid_of(root, "replay_server"), signal.SIGKILL)
+    killed = time.time()
+    checkpointed = reports(server_log, "replay_checkpoint")[-1]["table_sizes"]
+
+    ready = wait_until(
+        lambda: reports(server_log, "replay_server_ready")[1:], "the restarted server", launcher
+    )[0]
+    restored = ready["table_sizes"]
+    assert restored[replay.EXPERIENCE_TABLE] >= checkpointed[replay.EXPERIENCE_TABLE] > 0
+
+    def first_after(log, event):
+        found = [r for r in reports(log, event) if r["unix_time"] > ready["unix_time"]]
+        return found[0] if found else None
+
+    learner_back = wait_until(
+        lambda: first_after(logs / "learner.log", "learner_progress"),
+        "learner progress after the server restart",
+        launcher,
+    )
+    collector_back = wait_until(
+        lambda: first_after(logs / "collector-0.log", "collector_progress"),
+        "collector progress after the server restart",
+        launcher,
+    )
+    output = finish(launcher, out)
+    assert "replay_server exited with code -9" in output
+    assert [r["train_step"] for r in reports(logs / "learner.log", "learner_done")] == [2000]
+    (done,) = reports(logs / "collector-0.log", "collector_done")
+    assert done["last_policy_step"] == 2000
+    print(
+        f"server killed; checkpointed tables {checkpointed}, restored {restored} "
+        f"{ready['unix_time'] - killed:.1f}s after the kill; learner progress "
+        f"{learner_back['unix_time'] - ready['unix_time']:.1f}s and collector progress "
+        f"{collector_back['unix_time'] - ready['unix_time']:.1f}s after the restart; "
+        f"restarts in the launcher output: "
+        f"{[line[11:90] for line in output.splitlines() if 'exited with code' in line]}"
+    )
+    for role in ("learner", "collector-0", "evaluator"):
+        event = f"{role.split('-')[0]}_reconnected"
+        print(f"{role} reconnected in place: {reports(logs / f'{role}.log', event)}")
+
+
+def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
+    metrics = root / "eval" / "metrics.jsonl"
+
+    def evaluations():
+        if not metrics.exists():
+            return []
+        return [json.loads(line) for line in read(metrics).splitlines()]
+
+    before = wait_until(lambda: evaluations()[2:] and evaluations(), "3 evaluations", launcher)
+    os.kill(pid_of(root, "evaluator"), signal.SIGKILL)
+    output = finish(launcher, out)
+    assert "evaluator exited with code -9" in output
+    after = evaluations()
+    assert after[: len(before)] == before  # nothing written before the kill is lost
+    steps = [e["train_step"] for e in after]
+    assert steps == sorted(set(steps)), steps  # no duplicated evaluation step
+    assert steps[-1] == 1500 and len(after) > len(before)
+    (resumed,) = reports(root / "logs" / "evaluator.log", "evaluator_resumed")
+    assert resumed["last_evaluated"] >= before[-1]["train_step"]
+    print(f"evaluations before the kill: {[e['train_step'] for e in before]}; after: {steps}")
+
+
+def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    args = bindings("RunConfig.num_iterations = 1500")
+    launcher, out = launch(processes, root, *args)
+    logs = root / "logs"
+    wait_until(
+        lambda: any(
+            r["train_step"] >= 200 for r in reports(logs / "learner.log", "learner_progress")
+        ),
+        "train_step 200",
+        launcher,
+    )
+    launcher.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
+    while run_processes_of(tmp_path) and time.monotonic() < stopped_at + 10:
+        time.sleep(0.1)
+    assert run_processes_of(tmp_path) == []
+    print(f"nothing of the run left {time.monotonic() - stopped_at:.1f}s after SIGTERM")
+    (stopped,) = reports(logs / "learner.log", "learner_stopped")
+    assert stopped["train_step"] >= 200
+    saved = reports(logs / "replay_server.log", "replay_checkpoint")[-1]["table_sizes"]
+    assert saved[replay.EXPERIENCE_TABLE] > 0
+
+    launcher, out = launch(processes, root, *args)
+    finish(launcher, out)
+    second = reports(logs / "learner.log", "learner_start")[-1]
+    assert second["train_step"] == stopped["train_step"], (stopped, second)
+    ready = reports(logs / "replay_server.log", "replay_server_ready")[-1]
+    assert ready["table_sizes"][replay.EXPERIENCE_TABLE] == saved[replay.EXPERIENCE_TABLE]
+    assert [r["train_step"] for r in reports(logs / "learner.log", "learner_done")] == [1500]
+    print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A completed smoke run whose learner checkpointed at train_step 150."""
+    from tests.conftest import Processes
+
+    root = tmp_path_factory.mktemp("finished") / "run"
+    processes = Processes()
+    try:
+        launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 150"))
+        finish(launcher, out)
+    finally:
+        processes.stop_all()
+    assert (root / "checkpoints" / "ckpt-150.index").exists()
+    return root
+
+
+def relaunch_fails(processes, source, target, *extra) -> str:
+    shutil.copytree(source, target)
+    launcher, out = launch(processes, target, *extra)
+    assert launcher.wait(timeout=RUN_TIMEOUT_S) == 1
+    assert run_processes_of(target) == []
+    return last_line(read(out))
+
+
+def test_mismatched_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
+    line = relaunch_fails(
+        processes,
+        finished_run,
+        tmp_path / "run",
+        *bindings("make_critic_network.joint_fc_layer_params = (16, 16)"),
+    )
+    print(line)
+    assert line.startswith("local.sh: error: learner exited with code 2: learner: error: ")
+    assert "error: checkpoint " in line
+    assert "ckpt-150 does not match this config" in line
+
+
+def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
+    target = tmp_path / "run"
+    shutil.copytree(finished_run, target)
+    (data,) = (target / "checkpoints").glob("ckpt-150.data-*")
+    data.write_bytes(os.urandom(data.stat().st_size))
+    shutil.move(target, tmp_path / "corrupted")
+    line = relaunch_fails(processes, tmp_path / "corrupted", target)
+    print(line)
+    assert line.startswith("local.sh: error: learner exited with code 2: learner: error: cannot")
+    assert "ckpt-150 (corrupted?)" in line
+
+
+def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
+    address, _, _ = start_server(processes, tmp_path)
+    root = tmp_path / "run"
+    common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
+    learner = processes.role(
+        "learner",
+        [
+            *common,
+            "--root_dir",
+            str(root),
+            "--gin_bindings",
+            "FaultInjection.nan_weights_at_step = 200",
+        ],
+        tmp_path / "learner.log",
+    )
+    processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    assert learner.wait(timeout=240) == 2
+    line = last_line(read(tmp_path / "learner.log"))
+    print(line)
+    assert line.startswith("learner: error: training diverged at train_step 2")
+    assert "loss is NaN or inf" in line and str(root / "checkpoints" / "ckpt-150") in line
+
+    # The last good checkpoint is intact and finite; none was written after the fault.
+    assert sorted(p.name for p in (root / "checkpoints").glob("*.index")) == ["ckpt-150.index"]
+    reader = tf.train.load_checkpoint(str(root / "checkpoints" / "ckpt-150"))
+    floats = [
+        reader.get_tensor(name)
+        for name, dtype in reader.get_variable_to_dtype_map().items()
+        if dtype.is_floating
+    ]
+    assert len(floats) > 10 and all(np.isfinite(t).all() for t in floats)
+
+    # The server holds the weights pushed at train_step 200, before the fault, and they are finite.
+    builder = Builder(load_gin([SMOKE_GIN], []))
+    policy = builder.make_policy()
+    weights = replay.WeightClient(
+        builder.connect(address, (replay.VARIABLES_TABLE,)), policy.variables(), None
+    )
+    assert weights.pull() == 200
+    assert all(math.isfinite(x) for v in policy.variables() for x in v.numpy().ravel())
