@@ -287,18 +287,9 @@ class Cluster:
 
     def counters(self) -> dict:
         """Items inserted and sampled so far, and the train step of the newest pushed weights."""
-        info = self._client.server_info(timeout=30)
-        stats = info["uniform_table"].rate_limiter_info
-        train_step = None
-        if info["variables"].current_size:
-            sample = next(self._client.sample("variables", num_samples=1, emit_timesteps=False))
-            train_step = int(sample.data[-1][0])  # flattened {policy_variables, train_step}
-        return {
-            "time": time.monotonic(),
-            "inserts": stats.insert_stats.completed,
-            "samples": stats.sample_stats.completed,
-            "train_step": train_step,
-        }
+        from distributed_sac import monitor
+
+        return monitor.server_counters(self._client)
 
     def wait_until(self, predicate, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -309,16 +300,11 @@ class Cluster:
             time.sleep(0.5)
 
     def collector_reports(self, task: int, since: float) -> list[dict]:
+        from distributed_sac import monitor
+
         path = os.path.join(self.work_dir, f"collector{task}.log")
-        marker = " collector_progress {"
-        reports = []
-        with open(path, errors="replace") as log:
-            for line in log:
-                if marker in line:
-                    report = json.loads(line[line.index(marker) + len(marker) - 1 :])
-                    if report["unix_time"] >= since:
-                        reports.append(report)
-        return reports
+        reports = monitor.read_reports(path, "collector_progress")
+        return [report for _, report in reports if report["unix_time"] >= since]
 
 
 def _collector_rates(cluster: Cluster, tasks, since: float) -> tuple[list[float], float | None]:

@@ -120,6 +120,7 @@ def main() -> None:
                     now = time.monotonic()
                     rate = (env_steps - window_steps) / max(now - window_start, 1e-9)
                     window_start, window_steps = now, env_steps
+                    lag = round(sum(lags) / len(lags), 1) if lags else None
                     cli.report(
                         "collector_progress",
                         task=FLAGS.task,
@@ -127,12 +128,14 @@ def main() -> None:
                         random_steps=random_steps,
                         env_steps_per_s=round(rate, 1),
                         policy_step=policy_step,
-                        policy_lag=round(sum(lags) / len(lags), 1) if lags else None,
+                        policy_lag=lag,
                     )
                     lags.clear()
                     if summaries is not None:
                         with summaries.as_default(step=env_steps):
                             tf.summary.scalar("Throughput/EnvStepsPerSecond", rate)
+                            if lag is not None:
+                                tf.summary.scalar("Throughput/PolicyLagTrainSteps", lag)
         except Exception as error:
             if not replay.is_connection_error(error):
                 raise

@@ -9,7 +9,7 @@ import time
 
 from absl import flags, logging
 
-from distributed_sac import cli, replay
+from distributed_sac import cli, monitor, replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import first_line
 
@@ -37,16 +37,8 @@ def run_episodes(env, policy, num_episodes: int):
 def last_evaluated_step(metrics_path: str) -> int | None:
     """The train step of the last complete line of metrics.jsonl (a restarted evaluator goes on
     from there); None when there is none."""
-    if not os.path.exists(metrics_path):
-        return None
-    last = None
-    with open(metrics_path) as f:
-        for line in f:
-            try:
-                last = int(json.loads(line)["train_step"])
-            except (ValueError, KeyError, TypeError):
-                pass  # a line cut short by a kill mid-write
-    return last
+    evaluations = monitor.read_evaluations(metrics_path)
+    return int(evaluations[-1]["train_step"]) if evaluations else None
 
 
 def _due(step: int, last_evaluated, config) -> bool:

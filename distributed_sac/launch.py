@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
+from distributed_sac import monitor  # noqa: E402
 from distributed_sac.config import UserError, load_gin  # noqa: E402
+from distributed_sac.console import Console  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GIN = os.path.join(REPO_ROOT, "gin", "minitaur.gin")
@@ -87,13 +88,7 @@ class Role:
             data = log.read()
         complete = data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
-        found = []
-        for line in complete.decode(errors="replace").splitlines():
-            for event in events:
-                marker = f" {event} {{"
-                if marker in line:
-                    found.append((event, json.loads(line[line.index(marker) + len(marker) - 1 :])))
-        return found
+        return monitor.parse_reports(complete.decode(errors="replace"), *events)
 
     def last_line(self) -> str:
         """The role's own one-line error if it wrote one, else the last line of its log."""
@@ -113,8 +108,9 @@ class Role:
 class Cluster:
     """The run's roles by name; restarts the ones that die, up to --max_restarts each."""
 
-    def __init__(self, root_dir: str, role_args: list[str], port: int):
+    def __init__(self, root_dir: str, role_args: list[str], port: int, console: Console):
         self.root_dir = root_dir
+        self.console = console
         self.log_dir = os.path.join(root_dir, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
         self.role_args = role_args
@@ -139,7 +135,7 @@ class Cluster:
                 if now >= self._restart_at[name]:
                     del self._restart_at[name]
                     self.start(name, *self._commands[name])
-                    _print(
+                    self.console.event(
                         f"{name}: restarted (restart {self.restarts[name]}/{FLAGS.max_restarts})"
                     )
                 continue
@@ -153,7 +149,7 @@ class Cluster:
             self.restarts[name] = self.restarts.get(name, 0) + 1
             delay = FLAGS.restart_backoff_s * 2 ** (self.restarts[name] - 1)
             self._restart_at[name] = now + delay
-            _print(
+            self.console.event(
                 f"{name} exited with code {code}: {role.last_line()[:200]}; restart "
                 f"{self.restarts[name]}/{FLAGS.max_restarts} in {delay:.0f}s"
             )
@@ -189,10 +185,6 @@ class Cluster:
         )
 
 
-def _print(message: str) -> None:
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
-
-
 def _wait_until_ready(cluster: Cluster, server: Role) -> dict:
     """The server's ready report, once it came."""
     deadline = time.monotonic() + FLAGS.startup_timeout_s
@@ -212,13 +204,14 @@ def _wait_until_ready(cluster: Cluster, server: Role) -> dict:
         time.sleep(0.2)
 
 
-def _print_progress(cluster: Cluster, num_iterations: int) -> None:
-    """One line per learner progress report, evaluation, restore and reconnect."""
+def _show_reports(cluster: Cluster, console: Console, env_steps: dict) -> None:
+    """Learner progress, evaluations, restores and reconnects, as they appear in the logs."""
     for name, role in cluster.roles.items():
         events = role.new_reports(
             "replay_server_ready",
             "learner_start",
             "learner_progress",
+            "collector_progress",
             "evaluation",
             "collector_reconnected",
             "evaluator_reconnected",
@@ -226,31 +219,38 @@ def _print_progress(cluster: Cluster, num_iterations: int) -> None:
         )
         for event, report in events:
             if event == "learner_progress":
-                _print(
-                    f"train_step {report['train_step']}/{num_iterations}  "
-                    f"loss {report['loss']:.4g}  {report['steps_per_s']:.1f} steps/s"
-                )
+                console.update(train_step=report["train_step"])
+                if not console.live:
+                    console.event(
+                        f"train_step {report['train_step']}/{console.total_steps}  "
+                        f"loss {report['loss']:.4g}  {report['steps_per_s']:.1f} steps/s"
+                    )
+            elif event == "collector_progress":
+                env_steps[role.process.pid] = report["env_steps"]  # per process: restarts add up
+                console.update(env_steps=sum(env_steps.values()))
             elif event == "evaluation":
-                _print(
+                console.update(average_return=report["AverageReturn"])
+                console.event(
                     f"eval at train_step {report['train_step']}: AverageReturn "
                     f"{report['AverageReturn']:.3f}, AverageEpisodeLength "
                     f"{report['AverageEpisodeLength']:.1f}"
                 )
             elif event == "learner_start" and report["restored_from"]:
-                _print(f"learner resumed at train_step {report['train_step']}")
+                console.event(f"learner resumed at train_step {report['train_step']}")
             elif event == "replay_server_ready":
-                _print(f"replay server up, tables: {report['table_sizes']}")
+                console.event(f"replay server up, tables: {report['table_sizes']}")
             elif event.endswith("_reconnected"):
-                _print(f"{name} reconnected after {report['seconds']:.1f}s")
+                console.event(f"{name} reconnected after {report['seconds']:.1f}s")
 
 
-def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> None:
+def run_cluster(cluster: Cluster, num_collectors: int) -> None:
+    console = cluster.console
     address = f"localhost:{cluster.port}"
     server_args = ["--port", str(cluster.port), "--root_dir", cluster.root_dir]
     server = cluster.start("replay_server", "replay_server", server_args)
     tables = _wait_until_ready(cluster, server)["table_sizes"]
     restored = f" (restored tables: {tables})" if any(tables.values()) else ""
-    _print(f"replay server ready on {address}{restored}")
+    console.event(f"replay server ready on {address}{restored}")
 
     client_args = ["--replay_server_address", address, "--root_dir", cluster.root_dir]
     cluster.start("learner", "learner", client_args)
@@ -260,16 +260,22 @@ def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> N
         cluster.start(name, "collector", client_args + ["--task", str(task)])
         workers.append(name)
     cluster.start("evaluator", "evaluator", client_args)
-    _print(
+    console.event(
         f"started learner, {num_collectors} collector(s), evaluator; training to step "
-        f"{num_iterations}"
+        f"{console.total_steps}"
     )
 
+    replay_monitor = monitor.ReplayMonitor(address, os.path.join(cluster.root_dir, "replay"))
+    env_steps: dict[int, int] = {}
     while not all(cluster.finished(name) for name in workers):
-        _print_progress(cluster, num_iterations)
+        _show_reports(cluster, console, env_steps)
+        figures = replay_monitor.poll()
+        if figures:  # fresher than the learner's progress reports
+            console.update(train_step=figures["train_step"])
         cluster.supervise()
         time.sleep(0.5)
-    _print_progress(cluster, num_iterations)
+    _show_reports(cluster, console, env_steps)
+    console.close()
 
     server = cluster.roles["replay_server"]
     server.terminate()
@@ -282,7 +288,7 @@ def run_cluster(cluster: Cluster, num_collectors: int, num_iterations: int) -> N
         raise UserError(
             f"replay_server exited with code {code} on shutdown (log: {server.log_path})"
         )
-    _print("all roles exited cleanly")
+    console.event("all roles exited cleanly")
 
 
 def main(argv) -> None:
@@ -293,7 +299,7 @@ def main(argv) -> None:
     def on_signal(signum, _frame):
         if cluster is not None and not cluster.stopping:
             cluster.stopping = True
-            _print(f"got {signal.Signals(signum).name}; stopping every role")
+            cluster.console.event(f"got {signal.Signals(signum).name}; stopping every role")
             cluster.stop_all(FLAGS.shutdown_grace_s)
         sys.exit(128 + signum)
 
@@ -312,12 +318,19 @@ def main(argv) -> None:
             role_args += ["--gin_file", path]
         for binding in FLAGS.gin_binding:
             role_args += ["--gin_bindings", binding]
-        cluster = Cluster(root_dir, role_args, FLAGS.port)
-        _print(f"run directory: {root_dir}")
-        _print(f"role logs:     {cluster.log_dir}/<role>.log")
-        _print(f"TensorBoard:   tensorboard --logdir {root_dir}")
-        run_cluster(cluster, FLAGS.num_collectors, config.num_iterations)
+        console = Console(config.num_iterations)
+        cluster = Cluster(root_dir, role_args, FLAGS.port, console)
+        console.event(f"run directory: {root_dir}")
+        console.event(f"role logs:     {cluster.log_dir}/<role>.log")
+        console.event(f"TensorBoard:   tensorboard --logdir {root_dir}")
+        console.event(
+            "status:        python -m distributed_sac.status --replay_server_address "
+            f"localhost:{FLAGS.port} --root_dir {root_dir}"
+        )
+        run_cluster(cluster, FLAGS.num_collectors)
     except UserError as error:
+        if cluster is not None:
+            cluster.console.close()
         print(f"local.sh: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1 if cluster is not None and cluster.roles else 2)
 

@@ -68,6 +68,35 @@ def _inject_nan_weights(policy_variables) -> None:
         variable.assign(np.full(variable.shape, np.nan, variable.dtype.as_numpy_dtype))
 
 
+def _policy_summaries(agent, train_step, summary_interval: int):
+    """An after-train-step hook writing SAC's alpha and the policy's entropy (on the batch just
+    trained on) every `summary_interval` steps; TF-Agents writes only the three losses."""
+    import tensorflow as tf
+    from tf_agents.trajectories import time_step as ts
+
+    def write(experience):
+        first = tf.nest.map_structure(lambda t: t[:, 0], experience)
+        time_steps = ts.TimeStep(first.step_type, first.reward, first.discount, first.observation)
+        # SacAgent has no public accessors for these; TF-Agents is pinned (0.19).
+        _, log_pi = agent._actions_and_log_probs(time_steps, training=False)
+        with tf.compat.v1.name_scope(None):  # tags without the loop's "while/cond/" scope
+            tf.summary.scalar("Policy/alpha", tf.exp(agent._log_alpha), step=train_step)
+            tf.summary.scalar("Policy/entropy", -tf.reduce_mean(log_pi), step=train_step)
+        return tf.constant(True)
+
+    def after_step(experience_and_info, _loss_info):
+        if summary_interval <= 0:
+            return
+        experience, _ = experience_and_info
+        tf.cond(
+            tf.equal(train_step % summary_interval, 0),
+            lambda: write(experience),
+            lambda: tf.constant(False),
+        )
+
+    return after_step
+
+
 class _WeightPusher:
     """Pushes weights, reconnecting when the replay server went away and came back."""
 
@@ -123,6 +152,7 @@ def main() -> None:
         train_step,
         agent,
         experience_dataset_fn=lambda: builder.make_dataset(address, agent.collect_data_spec),
+        after_train_strategy_step_fn=_policy_summaries(agent, train_step, config.summary_interval),
         # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
         # weights. The Learner has built every variable, optimizer slots included, by now.
         checkpoint_interval=0,
@@ -169,6 +199,8 @@ def main() -> None:
             now = time.monotonic()
             rate = (step - window_step) / max(now - window_start, 1e-9)
             cli.report("learner_progress", train_step=step, loss=loss, steps_per_s=round(rate, 2))
+            with learner.train_summary_writer.as_default(step=step):
+                tf.summary.scalar("Throughput/TrainStepsPerSecond", rate)
             window_start, window_step = now, step
         if _crossed(previous, step, config.checkpoint_interval):
             cli.report("learner_checkpoint", train_step=step, path=checkpoints.save(step))

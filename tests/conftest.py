@@ -32,8 +32,11 @@ class Processes:
         self.started = []
 
     def start(self, args, log_path, env=None, cwd=REPO_ROOT):
+        """Runs `args` with stdout and stderr appended to `log_path` (or written to it, when it
+        is an open file descriptor such as a pseudo-terminal)."""
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-        with open(log_path, "ab") as log:
+        log = log_path if isinstance(log_path, int) else open(log_path, "ab")
+        try:
             proc = subprocess.Popen(
                 args,
                 stdout=log,
@@ -43,6 +46,9 @@ class Processes:
                 cwd=cwd,
                 start_new_session=True,
             )
+        finally:
+            if not isinstance(log_path, int):
+                log.close()
         self.started.append(proc)
         return proc
 

@@ -29,6 +29,8 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     output = read(out)
     assert code == 0, output[-3000:]
     assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
+    assert "\x1b" not in output and "\r" not in output  # not a TTY: plain lines only
+    assert "train_step 300/300  loss" in output
     assert run_processes_of(tmp_path) == []
 
     logs = root / "logs"

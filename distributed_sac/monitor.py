@@ -1,0 +1,127 @@
+"""Reading a running cluster from outside: the server's counters and the roles' report lines.
+
+The launcher, `status` and the benchmarks use these; nothing here changes what the roles do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from distributed_sac import replay
+
+
+def server_counters(client, timeout_s: int = 30) -> dict:
+    """Table sizes, items inserted and sampled (the experience table's rate-limiter counters,
+    since the server started), and the train step of the newest pushed weights (None before the
+    first push)."""
+    info = client.server_info(timeout=timeout_s)
+    experience = info[replay.EXPERIENCE_TABLE]
+    train_step = None
+    if info[replay.VARIABLES_TABLE].current_size:
+        sample = next(client.sample(replay.VARIABLES_TABLE, num_samples=1, emit_timesteps=False))
+        train_step = int(sample.data[-1][0])  # flattened {policy_variables, train_step}: last
+    return {
+        "time": time.monotonic(),
+        "table_sizes": {name: table.current_size for name, table in info.items()},
+        "table_capacities": {name: table.max_size for name, table in info.items()},
+        "inserts": experience.rate_limiter_info.insert_stats.completed,
+        "samples": experience.rate_limiter_info.sample_stats.completed,
+        "train_step": train_step,
+    }
+
+
+def rates(before: dict, after: dict) -> dict:
+    """Per-second rates between two `server_counters`, and the effective update-to-data ratio
+    (train steps per inserted item). None where a counter went back (the server restarted)."""
+    elapsed = max(after["time"] - before["time"], 1e-9)
+
+    def per_s(key):
+        if after[key] is None or before[key] is None or after[key] < before[key]:
+            return None
+        return (after[key] - before[key]) / elapsed
+
+    inserts, steps = per_s("inserts"), per_s("train_step")
+    return {
+        "inserts_per_s": inserts,
+        "samples_per_s": per_s("samples"),
+        "train_steps_per_s": steps,
+        "updates_per_insert": steps / inserts if steps is not None and inserts else None,
+    }
+
+
+class ReplayMonitor:
+    """Polls the replay server every `interval_s`: writes Replay/* TensorBoard summaries (at the
+    learner's train step) and returns the figures. A server that is away is skipped, not fatal."""
+
+    def __init__(self, address: str, summary_dir: str, interval_s: float = 5.0):
+        import reverb
+        import tensorflow as tf
+
+        self._client = reverb.Client(address)
+        self._writer = tf.summary.create_file_writer(summary_dir)
+        self._interval_s = interval_s
+        self._previous = None
+        self._last_poll = 0.0
+
+    def poll(self) -> dict | None:
+        """Counters and rates since the previous poll; None when not due or unreachable."""
+        import tensorflow as tf
+
+        if time.monotonic() - self._last_poll < self._interval_s:
+            return None
+        self._last_poll = time.monotonic()
+        try:
+            counters = server_counters(self._client, timeout_s=2)
+        except Exception:  # the server is restarting; the launcher reports that itself
+            return None
+        figures = dict(counters)
+        if self._previous is not None:
+            figures.update(rates(self._previous, counters))
+        self._previous = counters
+        if counters["train_step"] is not None:
+            summaries = {
+                "Replay/table_size": counters["table_sizes"][replay.EXPERIENCE_TABLE],
+                "Replay/inserts_per_s": figures.get("inserts_per_s"),
+                "Replay/samples_per_s": figures.get("samples_per_s"),
+                "Replay/updates_per_insert": figures.get("updates_per_insert"),
+            }
+            with self._writer.as_default(step=counters["train_step"]):
+                for name, value in summaries.items():
+                    if value is not None:
+                        tf.summary.scalar(name, value)
+            self._writer.flush()
+        return figures
+
+
+def parse_reports(text: str, *events: str) -> list[tuple[str, dict]]:
+    """(event, fields) of each report line (see cli.report) of the given events in `text`."""
+    found = []
+    for line in text.splitlines():
+        for event in events:
+            marker = f" {event} {{"
+            if marker in line:
+                found.append((event, json.loads(line[line.index(marker) + len(marker) - 1 :])))
+    return found
+
+
+def read_reports(path: str, *events: str) -> list[tuple[str, dict]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as f:
+        return parse_reports(f.read(), *events)
+
+
+def read_evaluations(metrics_path: str) -> list[dict]:
+    """The complete lines of an evaluator's metrics.jsonl."""
+    if not os.path.exists(metrics_path):
+        return []
+    evaluations = []
+    with open(metrics_path) as f:
+        for line in f:
+            try:
+                evaluations.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short by a kill mid-write
+    return evaluations

@@ -1,0 +1,125 @@
+"""`python -m distributed_sac.status`: one screen on a running cluster.
+
+Reads the replay server (table sizes, insert and sample rates, the learner's train step from the
+pushed weights) and, with --root_dir, the roles' logs (each collector's policy step and lag) and
+the last evaluation. --watch redraws it until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+
+from absl import flags
+
+from distributed_sac import cli
+from distributed_sac.config import UserError, first_line
+
+flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-C.")
+flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
+flags.DEFINE_float("timeout_s", 10.0, "How long to try reaching the replay server.")
+FLAGS = flags.FLAGS
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ago(unix_time: float) -> str:
+    return f"{max(0.0, time.time() - unix_time):.0f}s ago"
+
+
+def collectors_lines(root_dir: str) -> list[str]:
+    """One line per collector log under <root_dir>/logs: its latest progress report."""
+    from distributed_sac import monitor
+
+    lines = []
+    for path in sorted(glob.glob(os.path.join(root_dir, "logs", "collector-*.log"))):
+        reports = monitor.read_reports(path, "collector_progress", "collector_done")
+        name = os.path.basename(path)[: -len(".log")]
+        if not reports:
+            lines.append(f"  {name}: no progress yet")
+            continue
+        event, last = reports[-1]
+        state = "done" if event == "collector_done" else _ago(last["unix_time"])
+        policy_step = last.get("policy_step", last.get("last_policy_step"))
+        lines.append(
+            f"  {name}: env_steps {last['env_steps']:,}  policy step {policy_step}  "
+            f"lag {_fmt(last.get('policy_lag'))}  "
+            f"{_fmt(last.get('env_steps_per_s'))} env steps/s  ({state})"
+        )
+    return lines
+
+
+def render(address: str, before: dict, after: dict, root_dir: str | None) -> str:
+    from distributed_sac import monitor
+
+    rates = monitor.rates(before, after)
+    sizes, capacities = after["table_sizes"], after["table_capacities"]
+    tables = ", ".join(f"{name} {sizes[name]:,}/{capacities[name]:,}" for name in sorted(sizes))
+    train_step = after["train_step"]
+    lines = [
+        f"replay server {address} (rates over {after['time'] - before['time']:.1f}s)",
+        f"  tables: {tables}",
+        f"  inserts/s {_fmt(rates['inserts_per_s'])}   samples/s {_fmt(rates['samples_per_s'])}",
+        f"learner: train_step {'- (no weights pushed yet)' if train_step is None else train_step}"
+        f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD "
+        f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item",
+    ]
+    if root_dir is not None:
+        lines.append(f"collectors (from {os.path.join(root_dir, 'logs')}):")
+        lines += collectors_lines(root_dir) or ["  no collector logs"]
+        evaluations = monitor.read_evaluations(os.path.join(root_dir, "eval", "metrics.jsonl"))
+        if evaluations:
+            last = evaluations[-1]
+            lines.append(
+                f"last evaluation: train_step {last['train_step']}  AverageReturn "
+                f"{last['AverageReturn']:.3f}  AverageEpisodeLength "
+                f"{last['AverageEpisodeLength']:.1f}  ({_ago(last['wall_time'])})"
+            )
+        else:
+            lines.append("last evaluation: none yet")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from absl import logging
+
+    from distributed_sac import monitor, replay
+
+    root_dir = FLAGS.root_dir
+    if root_dir is not None and not os.path.isdir(root_dir):
+        raise UserError(f"--root_dir {root_dir} is not a directory")
+    if FLAGS.interval_s <= 0:
+        raise UserError("--interval_s must be positive")
+    logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
+    address = FLAGS.replay_server_address
+    client = replay.connect(address, FLAGS.timeout_s)
+    try:
+        before = monitor.server_counters(client)
+        while True:
+            time.sleep(FLAGS.interval_s)
+            after = monitor.server_counters(client)
+            screen = render(address, before, after, root_dir)
+            if not FLAGS.watch:
+                print(screen, flush=True)
+                return
+            clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
+            print(f"{clear}{time.strftime('%H:%M:%S')}  {screen}\n", flush=True)
+            before = after
+    except KeyboardInterrupt:
+        return
+    except Exception as error:
+        if not replay.is_connection_error(error):
+            raise
+        raise UserError(f"lost the replay server at {address}: {first_line(error)}") from None
+
+
+def run() -> None:
+    cli.run_role("status", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,235 @@
+"""What a user watches: status, TensorBoard summaries, the launcher's progress line."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from distributed_sac.console import Console
+from tests.conftest import (
+    LOCAL_SH,
+    SMOKE_GIN,
+    free_port,
+    last_line,
+    read,
+    reports,
+)
+
+
+def status(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "distributed_sac.status", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+
+
+def number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in:\n{text}"
+    return float(match.group(1).replace(",", ""))
+
+
+def wait_for(condition, what: str, process, timeout_s: float = 240):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert process.poll() is None, f"process exited before {what}"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tags_under(directory) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        events = EventAccumulator(path, size_guidance={"tensors": 0})
+        events.Reload()
+        tags |= set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+    return tags
+
+
+def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
+    processes, tmp_path, no_leftovers
+):
+    root = tmp_path / "run"
+    port = free_port()
+    launcher = processes.start(
+        [
+            LOCAL_SH,
+            "--gin_file",
+            SMOKE_GIN,
+            "--root_dir",
+            str(root),
+            "--port",
+            str(port),
+            "--gin_binding",
+            "RunConfig.num_iterations = 100000",
+        ],
+        tmp_path / "launcher.out",
+    )
+    wait_for(lambda: (root / "eval" / "metrics.jsonl").exists(), "an evaluation", launcher)
+    wait_for(
+        lambda: any(
+            r["train_step"] >= 300
+            for r in reports(root / "logs" / "learner.log", "learner_progress")
+        ),
+        "train_step 300",
+        launcher,
+    )
+    wait_for(
+        lambda: reports(root / "logs" / "collector-0.log", "collector_progress"),
+        "collector progress",
+        launcher,
+    )
+    address = f"localhost:{port}"
+    # smoke.gin's learner trains in bursts between inserts; 5 s windows hold several.
+    result = status(
+        "--replay_server_address", address, "--root_dir", str(root), "--interval_s", "5"
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr
+    screen = result.stdout
+    assert number(r"uniform_table ([\d,]+)/2,000", screen) > 0
+    assert "variables 1/1" in screen
+    assert number(r"inserts/s ([\d,.]+)", screen) > 0
+    assert number(r"samples/s ([\d,.]+)", screen) > 0
+    assert number(r"train_step (\d+)", screen) >= 300
+    assert number(r"steps/s ([\d,.]+)   effective", screen) > 0
+    assert 0.2 < number(r"effective UTD ([\d.]+)", screen) < 5  # smoke.gin: 1 step per env step
+    assert number(r"collector-0: env_steps ([\d,]+)", screen) > 0
+    assert number(r"collector-0: .* policy step (\d+)", screen) >= 0
+    assert re.search(r"collector-0: .* lag [\d.]+ ", screen)
+    assert number(r"last evaluation: train_step (\d+)", screen) >= 0
+    assert re.search(r"AverageReturn -?[\d.]+  AverageEpisodeLength [\d.]+", screen)
+
+    # --watch redraws until interrupted.
+    watch_out = tmp_path / "watch.out"
+    watch = processes.start(
+        [
+            sys.executable,
+            "-m",
+            "distributed_sac.status",
+            "--replay_server_address",
+            address,
+            "--watch",
+            "--interval_s",
+            "1",
+        ],
+        watch_out,
+    )
+    wait_for(lambda: read(watch_out).count("replay server localhost") >= 3, "3 screens", watch)
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=30) == 0, read(watch_out)
+
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=30)
+    assert {"Losses/critic_loss", "Losses/actor_loss", "Losses/alpha_loss"} <= tags_under(
+        root / "train"
+    )
+    assert {"Policy/alpha", "Policy/entropy", "Throughput/TrainStepsPerSecond"} <= tags_under(
+        root / "train"
+    )
+    assert {
+        "Metrics/EpisodeReturn",
+        "Metrics/EpisodeLength",
+        "Throughput/EnvStepsPerSecond",
+        "Throughput/PolicyLagTrainSteps",
+    } <= tags_under(root / "collect" / "0")
+    assert {"Metrics/AverageReturn", "Metrics/AverageEpisodeLength"} <= tags_under(root / "eval")
+    assert {
+        "Replay/table_size",
+        "Replay/inserts_per_s",
+        "Replay/samples_per_s",
+        "Replay/updates_per_insert",
+    } <= tags_under(root / "replay")
+
+
+def test_status_bad_inputs(tmp_path):
+    port = free_port()  # nothing listens there
+    result = status("--replay_server_address", f"localhost:{port}", "--timeout_s", "2")
+    assert result.returncode == 2
+    assert re.fullmatch(
+        rf"status: error: replay server at localhost:{port} unreachable after 2s \(\d attempts\)",
+        result.stderr.strip(),
+    ), result.stderr
+    missing = tmp_path / "nope"
+    result = status("--replay_server_address", "localhost:1", "--root_dir", str(missing))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"status: error: --root_dir {missing} is not a directory"
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_line_shows_step_env_steps_rate_return_and_eta(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("distributed_sac.console.time.monotonic", lambda: clock[0])
+    terminal = _FakeTerminal()
+    console = Console(1000, stream=terminal)
+    assert console.live
+    console.update(train_step=100, env_steps=1200)
+    clock[0] += 10
+    console.update(train_step=300, average_return=1.25)
+    assert console.progress_line() == (
+        "train_step 300/1000  env steps 1,200  20.0 steps/s  AverageReturn 1.250  ETA 0m35s"
+    )
+    console.event("eval at train_step 300")
+    # The event is a line of its own; the progress line is drawn again below it.
+    assert terminal.getvalue().endswith("\r\x1b[K" + console.progress_line())
+    assert "eval at train_step 300\n" in terminal.getvalue()
+
+    plain = io.StringIO()  # not a TTY: no progress line, no escape codes
+    console = Console(1000, stream=plain)
+    console.update(train_step=5)
+    console.event("hello")
+    assert "\x1b" not in plain.getvalue() and plain.getvalue().endswith("hello\n")
+
+
+def test_launcher_draws_a_live_line_on_a_terminal(processes, tmp_path, no_leftovers):
+    """(On a pipe it prints plain lines: test_cluster checks that.)"""
+    root = tmp_path / "run"
+    master, terminal = pty.openpty()
+    args = [LOCAL_SH, "--gin_file", SMOKE_GIN, "--root_dir", str(root), "--port", str(free_port())]
+    launcher = processes.start(args, terminal)
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 420
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed: the launcher has exited
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif launcher.poll() is not None:
+                break
+    finally:
+        os.close(master)
+    assert launcher.wait(timeout=30) == 0, output[-2000:]
+    text = output.decode(errors="replace")
+    assert "all roles exited cleanly" in text
+    redraws = re.findall(r"\r\x1b\[Ktrain_step (\d+)/300[^\r\n]*", text)
+    assert len(redraws) >= 3, text[-2000:]
+    assert re.search(r"\r\x1b\[Ktrain_step \d+/300  env steps [\d,]+  [\d.]+ steps/s", text)
+    assert "ETA" in text
+    assert not re.search(r"\] train_step \d+/300  loss", text)  # no plain progress lines
+    assert last_line(text.replace("\r\x1b[K", "\n")).endswith("all roles exited cleanly")
