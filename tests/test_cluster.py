@@ -6,6 +6,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,6 +15,7 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from tests.conftest import (
+    REPO_ROOT,
     last_line,
     launch,
     read,
@@ -54,6 +57,24 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     assert evaluations[-1]["train_step"] == 300
     assert (root / "operative_config.gin").read_text().count("RunConfig.") > 5
     assert list((root / "train").iterdir()), "no learner checkpoints or summaries"
+
+    # README's snippet loads the greedy policy with TensorFlow alone.
+    readme = read(os.path.join(REPO_ROOT, "README.md"))
+    snippet = readme.split("<!-- standalone policy -->\n```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace(
+        "runs/x/policies/greedy_policy", str(root / "policies" / "greedy_policy")
+    )
+    check = "\nimport sys\nassert not {'tf_agents', 'distributed_sac'} & set(sys.modules)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", snippet + check],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.split()) == 8, result.stdout  # [[a1 ... a8]]
 
     observation = tf.constant(np.random.default_rng(0).normal(size=(1, 28)), tf.float32)
     for name in ("greedy_policy", "collect_policy"):
