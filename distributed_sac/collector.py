@@ -153,6 +153,8 @@ def main() -> None:
             )
     all_items_sent = writer.close()
     env.close()
+    if summaries is not None:
+        summaries.flush()
     cli.report(
         "collector_done",
         task=FLAGS.task,

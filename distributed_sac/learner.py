@@ -210,6 +210,7 @@ def main() -> None:
             _inject_nan_weights(policy_variables)
 
     path = checkpoints.save(step)
+    learner.train_summary_writer.flush()
     if stop.requested:
         cli.report("learner_stopped", train_step=step, path=path)
         # Not 0: training is unfinished, so a supervisor should start the learner again.
