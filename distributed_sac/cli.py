@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Callable
 
 # TensorFlow's C++ start-up noise (CUDA plugin registration) would bury the roles' own logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
+from distributed_sac import entrypoint  # noqa: E402
 from distributed_sac.config import RunConfig, UserError, load_gin  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -59,15 +59,4 @@ def report(event: str, **fields) -> None:
 
 def run_role(name: str, main: Callable[[], None]) -> None:
     """Runs a role's main under absl; a UserError becomes one line on stderr and exit code 2."""
-
-    def absl_main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        logging.get_absl_handler().use_absl_log_file = False
-        try:
-            main()
-        except UserError as error:
-            print(f"{name}: error: {error}", file=sys.stderr, flush=True)
-            sys.exit(2)
-
-    app.run(absl_main)
+    entrypoint.run(name, main)
