@@ -140,7 +140,10 @@ class VideoWriter:
     def append(self, frame: np.ndarray) -> None:
         if self._pipe is None:
             self._open(frame.shape[1], frame.shape[0])
-        self._pipe.send(frame)
+        try:
+            self._pipe.send(frame)
+        except OSError as error:  # ffmpeg died: disk full, output removed, ...
+            raise UserError(f"ffmpeg could not write {self._path}: {first_line(error)}") from None
         self.frames += 1
 
     def _open(self, width: int, height: int) -> None:
@@ -169,9 +172,14 @@ class VideoWriter:
         self._pipe.send(None)  # starts ffmpeg
 
     def close(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError as error:
+                raise UserError(
+                    f"ffmpeg could not write {self._path}: {first_line(error)}"
+                ) from None
 
 
 def check_policy_dir(policy_dir: str) -> None:

@@ -15,9 +15,11 @@ EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+)$", re.MULTILIN
 WROTE = re.compile(r"^wrote (.+): (\d+) frames of (\d+)x(\d+) at .* ([\d.]+) ms per frame$", re.M)
 
 
-@pytest.mark.parametrize("extension", [".mp4", ".gif"])
-def test_two_episodes_to_video(smoke_run, tmp_path, extension):
+# The .gif case also cuts episodes at 30 steps: the frame rule holds for cut episodes too.
+@pytest.mark.parametrize("extension, max_steps", [(".mp4", None), (".gif", 30)])
+def test_two_episodes_to_video(smoke_run, tmp_path, extension, max_steps):
     output = tmp_path / f"minitaur{extension}"
+    cap = ["--max_steps_per_episode", str(max_steps)] if max_steps else []
     result = run_tool(
         "play",
         [
@@ -29,6 +31,7 @@ def test_two_episodes_to_video(smoke_run, tmp_path, extension):
             "2",
             "--output",
             str(output),
+            *cap,
         ],
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -37,7 +40,8 @@ def test_two_episodes_to_video(smoke_run, tmp_path, extension):
     returns = [float(value) for _, value, _ in episodes]
     lengths = [int(length) for _, _, length in episodes]
     assert all(math.isfinite(value) for value in returns)
-    assert all(1 <= length <= 100 for length in lengths)  # gin/smoke.gin: episodes <= 100 steps
+    # gin/smoke.gin: episodes of at most 100 steps
+    assert all(1 <= length <= (max_steps or 100) for length in lengths)
     (wrote,) = WROTE.findall(result.stdout)
     expected_frames = sum(length + 1 for length in lengths)  # each first observation + each step
     assert wrote[:4] == (str(output), str(expected_frames), "320", "240")
