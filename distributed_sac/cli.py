@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Callable
 
 # TensorFlow's C++ start-up noise (CUDA plugin registration) would bury the roles' own logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
+from distributed_sac import entrypoint  # noqa: E402
 from distributed_sac.config import RunConfig, UserError, load_gin  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -59,29 +59,4 @@ def report(event: str, **fields) -> None:
 
 def run_role(name: str, main: Callable[[], None]) -> None:
     """Runs a role's main under absl; a UserError becomes one line on stderr and exit code 2."""
-
-    def absl_main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        logging.get_absl_handler().use_absl_log_file = False
-        try:
-            main()
-            code = 0
-        except UserError as error:
-            print(f"{name}: error: {error}", file=sys.stderr, flush=True)
-            code = 2
-        except SystemExit as exit_request:
-            code = exit_request.code if isinstance(exit_request.code, int) else 1
-        _exit_now(code)
-
-    app.run(absl_main)
-
-
-def _exit_now(code: int) -> None:
-    """Exits without the interpreter's teardown, which takes seconds once TensorFlow and pybullet
-    are loaded: a stopping cluster should be gone at once. Roles flush what they write (logs,
-    summaries, checkpoints) before they return; this flushes the streams."""
-    logging.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    entrypoint.run(name, main)

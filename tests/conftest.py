@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,3 +163,54 @@ def no_leftovers(tmp_path, processes):
     for line in leftovers:
         os.kill(int(line.split()[0]), signal.SIGKILL)
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A finished smoke run (launch/local.sh --gin_file gin/smoke.gin, ~1 min), once per test
+    module: its root_dir, with eval/metrics.jsonl and policies/greedy_policy."""
+    procs = Processes()
+    root = tmp_path_factory.mktemp("smoke") / "run"
+    try:
+        launcher, out = launch(procs, root)
+        try:
+            code = launcher.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the smoke run did not finish in 600 s:\n{read(out)[-3000:]}")
+        assert code == 0, read(out)[-3000:]
+    finally:
+        procs.stop_all()
+    return root
+
+
+def run_tool(module, args, timeout_s=300, prefix=()):
+    """Runs `python -m distributed_sac.<module> args` to completion (bounded); the result."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", f"distributed_sac.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        cwd=REPO_ROOT,
+    )
+
+
+def unwritable_dir(path):
+    """A directory that the command prefix returned alongside cannot write into: mode 0555, and
+    for root (whom permissions do not stop) setpriv drops the capabilities that override them."""
+    path.mkdir()
+    path.chmod(0o555)
+    if os.geteuid() != 0:
+        return path, ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a directory unwritable")
+    return path, ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def one_error_line(result, tool: str) -> str:
+    """The single stderr line of a tool's bad-input exit (code 2, no traceback)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"{tool}: error: "), lines[0]
+    return lines[0]

@@ -1,0 +1,67 @@
+"""Running a command under absl (a UserError becomes one line on stderr and exit code 2), and
+checking a tool's --output before any slow work.
+
+Shared by the role binaries (through cli.py) and the tools (plot, play). It defines no flags, so
+a tool whose flags differ from the roles' (plot's repeatable --root_dir) can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from absl import app, logging
+
+from distributed_sac.config import UserError
+
+
+def run(name: str, main: Callable[[], None]) -> None:
+    """Parses flags and runs `main`; `name: error: <message>` and exit 2 on a UserError."""
+
+    def absl_main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.get_absl_handler().use_absl_log_file = False
+        try:
+            main()
+            code = 0
+        except UserError as error:
+            print(f"{name}: error: {error}", file=sys.stderr, flush=True)
+            code = 2
+        except SystemExit as exit_request:
+            code = exit_request.code if isinstance(exit_request.code, int) else 1
+        _exit_now(code)
+
+    app.run(absl_main)
+
+
+def _exit_now(code: int) -> None:
+    """Exits without the interpreter's teardown, which takes seconds once TensorFlow and pybullet
+    are loaded: a stopping cluster should be gone at once. Commands flush what they write (logs,
+    summaries, checkpoints, videos) before they return; this flushes the streams."""
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def check_output_path(path: str, extensions: tuple[str, ...]) -> str:
+    """`path` as given, when its extension is one of `extensions` and its directory exists and is
+    writable; UserError otherwise (before any slow work, so a typo costs nothing)."""
+    if not path:
+        raise UserError("--output is empty")
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in extensions:
+        raise UserError(
+            f"unsupported output format '{extension or path}' in --output {path}: "
+            f"use {', '.join(extensions)}"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UserError(f"output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UserError(f"output directory is not writable: {directory}")
+    if os.path.isdir(path):
+        raise UserError(f"--output {path} is a directory")
+    return path

@@ -1,0 +1,142 @@
+"""Plots AverageReturn from the evaluator's metrics.jsonl of one or more runs into one figure.
+
+    python -m distributed_sac.plot --root_dir runs/a [--root_dir runs/b ...] --output returns.png
+
+Left panel: AverageReturn against train step; right panel: against wall time, in minutes since
+each run's first evaluation. One line per run, labelled by its root_dir's base name, with a
+marker at every evaluation. Needs json and matplotlib only (no TensorFlow), so it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from absl import flags
+
+from distributed_sac import entrypoint
+from distributed_sac.config import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string(
+    "root_dir", [], "A run's root_dir (reads <root_dir>/eval/metrics.jsonl); repeatable."
+)
+flags.DEFINE_string("output", "returns.png", "Figure to write: .png, .svg or .pdf.")
+flags.DEFINE_string("title", None, "Title over both panels.")
+flags.DEFINE_integer("width_px", 1200, "Figure width in pixels (at --dpi).")
+flags.DEFINE_integer("height_px", 500, "Figure height in pixels (at --dpi).")
+flags.DEFINE_integer("dpi", 100, "Dots per inch: a PNG is exactly width_px x height_px pixels.")
+
+OUTPUT_EXTENSIONS = (".png", ".svg", ".pdf")
+METRICS_FILE = os.path.join("eval", "metrics.jsonl")
+REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
+
+
+def read_evaluations(root_dir: str) -> tuple[list[dict], int]:
+    """(evaluations in file order, number of unreadable lines skipped) of a run.
+
+    A line cut short by a kill mid-write, or one without the needed keys, is skipped; a run with
+    no readable evaluation is a UserError.
+    """
+    if not os.path.exists(root_dir):
+        raise UserError(f"root_dir not found: {root_dir}")
+    if not os.path.isdir(root_dir):
+        raise UserError(f"root_dir is not a directory: {root_dir}")
+    path = os.path.join(root_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"no evaluations yet in {root_dir} (no {METRICS_FILE})")
+    evaluations, skipped = [], 0
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    if not lines:
+        raise UserError(f"no evaluations yet in {root_dir} ({METRICS_FILE} is empty)")
+    for line in lines:
+        try:
+            evaluation = json.loads(line)
+            evaluations.append(
+                {
+                    "train_step": int(evaluation["train_step"]),
+                    "AverageReturn": float(evaluation["AverageReturn"]),
+                    "wall_time": float(evaluation["wall_time"]),
+                }
+            )
+        except (ValueError, KeyError, TypeError):
+            skipped += 1
+    if not evaluations:
+        raise UserError(f"no readable evaluation in {path} ({skipped} lines, none valid)")
+    return evaluations, skipped
+
+
+def run_label(root_dir: str) -> str:
+    return os.path.basename(os.path.normpath(os.path.abspath(root_dir)))
+
+
+def draw(runs: list[tuple[str, list[dict]]], output: str, title, width_px, height_px, dpi):
+    """Writes the two-panel figure of `runs` ([(label, evaluations)]) to `output`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, layout="constrained")
+    by_step, by_time = figure.subplots(1, 2)
+    for label, evaluations in runs:
+        returns = [e["AverageReturn"] for e in evaluations]
+        start = evaluations[0]["wall_time"]
+        minutes = [(e["wall_time"] - start) / 60.0 for e in evaluations]
+        by_step.plot([e["train_step"] for e in evaluations], returns, marker="o", label=label)
+        by_time.plot(minutes, returns, marker="o", label=label)
+    by_step.set_xlabel("train step")
+    by_time.set_xlabel("minutes since the run's first evaluation")
+    for axes in (by_step, by_time):
+        axes.set_ylabel("AverageReturn")
+        axes.grid(True, alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    if title:
+        figure.suptitle(title)
+    try:
+        figure.savefig(output, dpi=dpi)
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def main() -> None:
+    if not FLAGS.root_dir:
+        raise UserError("plot needs at least one --root_dir")
+    if FLAGS.width_px < 1 or FLAGS.height_px < 1 or FLAGS.dpi < 1:
+        raise UserError("--width_px, --height_px and --dpi must be at least 1")
+    output = entrypoint.check_output_path(FLAGS.output, OUTPUT_EXTENSIONS)
+    runs = []
+    for root_dir in FLAGS.root_dir:
+        evaluations, skipped = read_evaluations(root_dir)
+        runs.append((root_dir, evaluations, skipped))
+    draw(
+        [(run_label(root_dir), evaluations) for root_dir, evaluations, _ in runs],
+        output,
+        FLAGS.title,
+        FLAGS.width_px,
+        FLAGS.height_px,
+        FLAGS.dpi,
+    )
+    size = f" ({FLAGS.width_px}x{FLAGS.height_px} px)" if output.lower().endswith(".png") else ""
+    print(f"wrote {output}{size}")
+    for root_dir, evaluations, skipped in runs:
+        last = evaluations[-1]
+        note = f" (unreadable lines skipped: {skipped})" if skipped else ""
+        finite = "" if math.isfinite(last["AverageReturn"]) else " (not finite)"
+        print(
+            f"{run_label(root_dir)}: {len(evaluations)} evaluations, last AverageReturn "
+            f"{last['AverageReturn']:.6g}{finite} at train_step {last['train_step']}{note}"
+        )
+
+
+def run() -> None:
+    entrypoint.run("plot", main)
+
+
+if __name__ == "__main__":
+    run()

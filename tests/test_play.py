@@ -1,0 +1,88 @@
+"""distributed_sac.play: a real smoke run's greedy policy to video, and its bad-input errors."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from tests.conftest import SMOKE_GIN, one_error_line, run_tool, unwritable_dir
+
+EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+)$", re.MULTILINE)
+WROTE = re.compile(r"^wrote (.+): (\d+) frames of (\d+)x(\d+) at .* ([\d.]+) ms per frame$", re.M)
+
+
+# The .gif case also cuts episodes at 30 steps: the frame rule holds for cut episodes too.
+@pytest.mark.parametrize("extension, max_steps", [(".mp4", None), (".gif", 30)])
+def test_two_episodes_to_video(smoke_run, tmp_path, extension, max_steps):
+    output = tmp_path / f"minitaur{extension}"
+    cap = ["--max_steps_per_episode", str(max_steps)] if max_steps else []
+    result = run_tool(
+        "play",
+        [
+            "--policy_dir",
+            str(smoke_run / "policies" / "greedy_policy"),
+            "--gin_file",
+            SMOKE_GIN,
+            "--episodes",
+            "2",
+            "--output",
+            str(output),
+            *cap,
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    episodes = EPISODE.findall(result.stdout)
+    assert [int(number) for number, _, _ in episodes] == [1, 2], result.stdout
+    returns = [float(value) for _, value, _ in episodes]
+    lengths = [int(length) for _, _, length in episodes]
+    assert all(math.isfinite(value) for value in returns)
+    # gin/smoke.gin: episodes of at most 100 steps
+    assert all(1 <= length <= (max_steps or 100) for length in lengths)
+    (wrote,) = WROTE.findall(result.stdout)
+    expected_frames = sum(length + 1 for length in lengths)  # each first observation + each step
+    assert wrote[:4] == (str(output), str(expected_frames), "320", "240")
+
+    frames = imageio.mimread(output, memtest=False)
+    assert len(frames) == expected_frames
+    for frame in frames:
+        assert frame.shape[:2] == (240, 320) and frame.shape[2] in (3, 4)
+        assert frame[:, :, :3].std() > 0  # not blank
+    # The robot moves: the first and last frames of the video differ.
+    assert np.abs(frames[0][:, :, :3].astype(int) - frames[-1][:, :, :3]).mean() > 1
+    print(
+        f"{extension}: returns {returns}, lengths {lengths}, {len(frames)} frames, "
+        f"{output.stat().st_size} bytes, rendering {wrote[4]} ms per frame"
+    )
+
+
+def test_bad_input(smoke_run, tmp_path):
+    """Each bad input: exit code 2 and one line naming it, before any episode is played."""
+    policy = ["--policy_dir", str(smoke_run / "policies" / "greedy_policy")]
+    out = ["--output", str(tmp_path / "v.mp4")]
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    locked, prefix = unwritable_dir(tmp_path / "locked")
+    cases = [
+        (["--policy_dir", str(tmp_path / "missing")] + out, (), "policy_dir not found: "),
+        (["--policy_dir", str(empty_dir)] + out, (), "is not a SavedModel policy"),
+        (
+            ["--policy_dir", str(smoke_run)] + out,
+            (),
+            f"this looks like a root_dir: try --policy_dir {smoke_run}/policies/greedy_policy",
+        ),
+        (policy + ["--output", str(locked / "v.mp4")], prefix, "output directory is not writable"),
+        (policy + ["--output", str(tmp_path / "no" / "v.mp4")], (), "output directory does not"),
+        (policy + ["--output", str(tmp_path / "v.avi")], (), "unsupported output format '.avi'"),
+        (policy + out + ["--episodes", "0"], (), "--episodes must be at least 1, got 0"),
+    ]
+    for args, command_prefix, expected in cases:
+        result = run_tool("play", ["--gin_file", SMOKE_GIN, *args], 120, command_prefix)
+        line = one_error_line(result, "play")
+        assert expected in line, (args, line)
+        print(line)
+    assert not list(locked.iterdir())
+    assert not list(tmp_path.glob("v.*"))
