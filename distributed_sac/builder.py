@@ -69,8 +69,11 @@ class Builder:
             replay.check_signature(client, table, signatures[table], layout_hint)
         return client
 
-    def make_dataset(self, address: str, collect_data_spec) -> tf.data.Dataset:
-        """Batches of (Trajectory [batch, 2, ...], sample info) from the experience table."""
+    def make_dataset(self, address: str, collect_data_spec, batch_size=None) -> tf.data.Dataset:
+        """Batches of (Trajectory [batch, 2, ...], sample info) from the experience table;
+        `batch_size` defaults to the config's (a replica of a distribution strategy takes its
+        share)."""
+        batch_size = batch_size or self.config.batch_size
         import reverb
 
         packing = TransitionPacking(collect_data_spec)
@@ -79,10 +82,10 @@ class Builder:
             table=replay.EXPERIENCE_TABLE,
             dtypes={PAIR_COLUMN: tf.float32},
             shapes={PAIR_COLUMN: packing.signature()[PAIR_COLUMN].shape},
-            max_in_flight_samples_per_worker=2 * self.config.batch_size,
+            max_in_flight_samples_per_worker=2 * batch_size,
         )
         return (
-            items.batch(self.config.batch_size, drop_remainder=True)
+            items.batch(batch_size, drop_remainder=True)
             .map(lambda sample: (packing.unpack(sample.data[PAIR_COLUMN]), sample.info))
             .prefetch(self.config.dataset_prefetch_batches)
         )

@@ -15,25 +15,14 @@ import gin
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import FaultInjection, UserError, first_line
+from distributed_sac.strategy import STRATEGIES, make_strategy
 
-flags.DEFINE_enum("strategy", "cpu", ["cpu", "mirrored", "tpu"], "tf.distribute strategy.")
+flags.DEFINE_enum("strategy", "cpu", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU address, with --strategy tpu.")
+flags.DEFINE_integer(
+    "mirrored_cpu_devices", 2, "Logical CPU devices for --strategy mirrored on a host without GPUs."
+)
 FLAGS = flags.FLAGS
-
-
-def make_strategy(name: str, tpu_address):
-    import tensorflow as tf
-
-    if name == "cpu":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if not tpu_address:
-        raise UserError("--strategy tpu needs --tpu ADDRESS")
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
 
 
 def _crossed(previous: int, current: int, interval: int) -> bool:
@@ -134,13 +123,20 @@ def main() -> None:
     config = cli.load_config()
     faults = FaultInjection()
     cli.set_tf_threads(config.learner_tf_threads)
+    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
     root_dir = cli.require_root_dir("learner")
     stop = _Stop()
     builder = Builder(config)
     address = cli.FLAGS.replay_server_address
     builder.connect(address, tables=(replay.EXPERIENCE_TABLE,))
 
-    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UserError(
+            f"RunConfig.batch_size ({config.batch_size}) must be divisible by the strategy's "
+            f"{replicas} replicas"
+        )
+    replica_batch_size = config.batch_size // replicas
     with strategy.scope():
         train_step = train_utils.create_train_step()
         agent = builder.make_agent(train_step)
@@ -151,7 +147,9 @@ def main() -> None:
         root_dir,
         train_step,
         agent,
-        experience_dataset_fn=lambda: builder.make_dataset(address, agent.collect_data_spec),
+        experience_dataset_fn=lambda: builder.make_dataset(
+            address, agent.collect_data_spec, replica_batch_size
+        ),
         after_train_strategy_step_fn=_policy_summaries(agent, train_step, config.summary_interval),
         # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
         # weights. The Learner has built every variable, optimizer slots included, by now.
@@ -168,7 +166,13 @@ def main() -> None:
     weights = _WeightPusher(builder, policy_variables, train_step)
     weights.push()  # collectors continue from the restored policy
     step = int(train_step.numpy())
-    cli.report("learner_start", train_step=step, restored_from=restored)
+    cli.report(
+        "learner_start",
+        train_step=step,
+        restored_from=restored,
+        strategy=FLAGS.strategy,
+        replicas=replicas,
+    )
 
     def diverged(what: str) -> UserError:
         return UserError(
