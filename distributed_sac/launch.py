@@ -15,6 +15,7 @@ import ctypes
 import datetime
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,6 +205,11 @@ def _wait_until_ready(cluster: Cluster, server: Role) -> dict:
         time.sleep(0.2)
 
 
+def exposed_interfaces() -> list[str]:
+    """Network interfaces other than loopback: the replay server listens on all of them."""
+    return [name for _, name in socket.if_nameindex() if name != "lo"]
+
+
 def _show_reports(cluster: Cluster, console: Console, env_steps: dict) -> None:
     """Learner progress, evaluations, restores and reconnects, as they appear in the logs."""
     for name, role in cluster.roles.items():
@@ -323,6 +329,13 @@ def main(argv) -> None:
         console.event(f"run directory: {root_dir}")
         console.event(f"role logs:     {cluster.log_dir}/<role>.log")
         console.event(f"TensorBoard:   tensorboard --logdir {root_dir}")
+        interfaces = exposed_interfaces()
+        if interfaces:
+            console.event(
+                f"warning: the replay server accepts anyone on port {FLAGS.port} of this host's "
+                f"interfaces ({', '.join(interfaces)}), without authentication; keep it on a "
+                "private network (README: Security)"
+            )
         console.event(
             "status:        python -m distributed_sac.status --replay_server_address "
             f"localhost:{FLAGS.port} --root_dir {root_dir}"

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,9 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
     assert "\x1b" not in output and "\r" not in output  # not a TTY: plain lines only
     assert "train_step 300/300  loss" in output
+    # The launcher warns about the open port when the host has interfaces besides loopback.
+    exposed = [name for _, name in socket.if_nameindex() if name != "lo"]
+    assert ("warning: the replay server accepts anyone on port" in output) == bool(exposed)
     assert run_processes_of(tmp_path) == []
 
     logs = root / "logs"

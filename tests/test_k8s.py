@@ -1,0 +1,116 @@
+"""The Kubernetes manifests render with kustomize and validate against Kubernetes' schemas,
+offline (kubectl's built-in kustomize; kubernetes-validate's bundled schemas)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
+KUBERNETES_VERSION = "1.30.0"  # StatefulSet pod-index labels need 1.28+
+
+
+def render(kustomization: str) -> dict[tuple[str, str], dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the kustomization (apt install kubernetes-client)"
+    result = subprocess.run(
+        [kubectl, "kustomize", os.path.join(K8S_DIR, kustomization)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+
+
+def container(resources, kind: str, name: str) -> dict:
+    (only,) = resources[(kind, name)]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
+def test_every_manifest_validates_against_the_kubernetes_schemas(kustomization):
+    resources = render(kustomization)
+    assert len(resources) == 9, sorted(resources)
+    for (kind, name), document in resources.items():
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            raise AssertionError(f"{kind}/{name}: {error.message} at {list(error.path)}") from None
+
+
+def test_roles_share_the_gin_config_and_find_the_server():
+    resources = render("base")
+    (config_map,) = [doc for (kind, _), doc in resources.items() if kind == "ConfigMap"]
+    assert "include 'minitaur.gin'" in config_map["data"]["run.gin"]
+    service = resources[("Service", "replay-server")]
+    assert service["spec"]["ports"][0]["port"] == 8008
+    server = container(resources, "StatefulSet", "replay-server")
+    assert "--port=8008" in server["args"] and "--root_dir=/data" in server["args"]
+    for kind, name in [
+        ("StatefulSet", "replay-server"),
+        ("Deployment", "learner"),
+        ("StatefulSet", "collector"),
+        ("Deployment", "evaluator"),
+    ]:
+        spec = resources[(kind, name)]["spec"]["template"]["spec"]
+        args = spec["containers"][0]["args"]
+        assert args[:3] == ["python", "-m", f"distributed_sac.{name.replace('-', '_')}"]
+        assert "--gin_file=/etc/distributed_sac/run.gin" in args
+        (gin_volume,) = [v for v in spec["volumes"] if v["name"] == "gin"]
+        assert gin_volume["configMap"]["name"] == config_map["metadata"]["name"]
+        if name != "replay-server":
+            assert "--replay_server_address=replay-server:8008" in args
+
+
+def test_collectors_scale_with_distinct_tasks_and_cpu_requests():
+    resources = render("base")
+    collectors = resources[("StatefulSet", "collector")]["spec"]
+    assert collectors["podManagementPolicy"] == "Parallel" and collectors["replicas"] >= 1
+    assert collectors["template"]["spec"]["restartPolicy"] == "Always"
+    collector = container(resources, "StatefulSet", "collector")
+    assert "--task=$(POD_INDEX)" in collector["args"]
+    (pod_index,) = [env for env in collector["env"] if env["name"] == "POD_INDEX"]
+    assert pod_index["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert collector["resources"]["requests"]["cpu"]
+
+
+def test_only_the_jobs_pods_reach_the_reverb_port():
+    resources = render("base")
+    policy = resources[("NetworkPolicy", "replay-server")]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "replay-server"}
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8008}]
+    (source,) = rule["from"]
+    assert source == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "distributed-sac"}}
+    }
+    for kind, name in [
+        ("Deployment", "learner"),
+        ("StatefulSet", "collector"),
+        ("Deployment", "evaluator"),
+    ]:
+        labels = resources[(kind, name)]["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "distributed-sac"
+
+
+def test_gpu_overlay_gives_the_learner_gpus_and_the_mirrored_strategy():
+    base, gpu = render("base"), render("overlays/gpu")
+    learner = container(gpu, "Deployment", "learner")
+    assert learner["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert "--strategy=mirrored" in learner["args"]
+    assert "--strategy=mirrored" not in container(base, "Deployment", "learner")["args"]
+    # Only the learner differs.
+    for key in base:
+        if key != ("Deployment", "learner"):
+            assert base[key] == gpu[key], key
