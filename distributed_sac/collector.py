@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import time
 
 from absl import flags, logging
 
 from distributed_sac import cli, replay
 from distributed_sac.builder import Builder
-from distributed_sac.config import first_line
+from distributed_sac.config import UserError, first_line
 
-flags.DEFINE_integer("task", 0, "Unique collector id; seeds its environment and policy.")
+flags.DEFINE_string(
+    "task",
+    "0",
+    "Unique collector id (an integer; seeds its environment and policy), or 'auto': derived "
+    "from the hostname, distinct per container when replicas cannot be numbered.",
+)
 FLAGS = flags.FLAGS
+
+
+def task_id(flag: str) -> int:
+    """--task as an integer; 'auto' hashes the hostname (a container's id) to one."""
+    if flag == "auto":
+        digest = hashlib.sha256(socket.gethostname().encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 1_000_000
+    try:
+        task = int(flag)
+    except ValueError:
+        raise UserError(f"--task must be a non-negative integer or 'auto', got {flag!r}") from None
+    if task < 0:
+        raise UserError(f"--task must be a non-negative integer or 'auto', got {flag!r}")
+    return task
 
 
 def main() -> None:
@@ -20,10 +41,11 @@ def main() -> None:
     from tf_agents.policies import random_py_policy
     from tf_agents.trajectories import trajectory
 
+    task = task_id(FLAGS.task)
     config = cli.load_config()
     cli.set_tf_threads(config.actor_tf_threads)
     builder = Builder(config)
-    seed = config.seed + FLAGS.task  # every collector explores differently, reproducibly
+    seed = config.seed + task  # every collector explores differently, reproducibly
     tf.random.set_seed(seed)
     env = builder.make_env(seed=seed)
     tf_policy = builder.make_policy()
@@ -44,7 +66,7 @@ def main() -> None:
     summaries = None
     if cli.FLAGS.root_dir:
         summaries = tf.summary.create_file_writer(
-            os.path.join(cli.FLAGS.root_dir, "collect", str(FLAGS.task))
+            os.path.join(cli.FLAGS.root_dir, "collect", str(task))
         )
 
     initial_collect_done = False
@@ -123,7 +145,7 @@ def main() -> None:
                     lag = round(sum(lags) / len(lags), 1) if lags else None
                     cli.report(
                         "collector_progress",
-                        task=FLAGS.task,
+                        task=task,
                         env_steps=env_steps,
                         random_steps=random_steps,
                         env_steps_per_s=round(rate, 1),
@@ -148,7 +170,7 @@ def main() -> None:
             episode_return, episode_length = 0.0, 0
             cli.report(
                 "collector_reconnected",
-                task=FLAGS.task,
+                task=task,
                 seconds=round(time.monotonic() - started, 2),
             )
     all_items_sent = writer.close()
@@ -157,7 +179,7 @@ def main() -> None:
         summaries.flush()
     cli.report(
         "collector_done",
-        task=FLAGS.task,
+        task=task,
         env_steps=env_steps,
         random_steps=random_steps,
         episodes=episodes,

@@ -202,3 +202,12 @@ def test_unknown_environment_is_named(tmp_path):
     )
     assert result.returncode == 2
     assert "unknown environment 'NoSuchEnv-v0'" in last_line(result.stderr)
+
+
+@pytest.mark.parametrize("task", ["-3", "one"])
+def test_collector_rejects_a_bad_task_id(task):
+    result = run_role("collector", ["--gin_file", SMOKE_GIN, "--task", task])
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"collector: error: --task must be a non-negative integer or 'auto', got '{task}'"
+    )

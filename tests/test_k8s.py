@@ -114,3 +114,32 @@ def test_gpu_overlay_gives_the_learner_gpus_and_the_mirrored_strategy():
     for key in base:
         if key != ("Deployment", "learner"):
             assert base[key] == gpu[key], key
+
+
+def test_compose_keeps_reverb_internal_and_scales_collectors():
+    with open(os.path.join(REPO_ROOT, "docker", "compose.yaml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    assert set(services) == {"replay-server", "learner", "collector", "evaluator"}
+    assert compose["networks"]["reverb"] == {"internal": True}
+    writers = {"replay-server": "/data", "learner": "/run-data", "evaluator": "/run-data"}
+    for name, service in services.items():
+        assert service["image"] == "distributed-sac:latest" and service["init"] is True
+        assert service["networks"] == ["reverb"] and "ports" not in service  # not published
+        assert service["command"][:3] == [
+            "python",
+            "-m",
+            f"distributed_sac.{name.replace('-', '_')}",
+        ]
+        assert "--gin_file=/etc/distributed_sac/run.gin" in service["command"]
+        mounts = [volume.split(":")[1] for volume in service["volumes"]]
+        assert (
+            mounts == [writers[name], "/etc/distributed_sac/run.gin"]
+            if name in writers
+            else (mounts == ["/etc/distributed_sac/run.gin"])
+        ), (name, mounts)
+        gin_source = service["volumes"][-1].split(":")[0]
+        assert os.path.isfile(os.path.join(REPO_ROOT, "docker", gin_source))
+        if name != "replay-server":
+            assert "--replay_server_address=replay-server:8008" in service["command"]
+    assert "--task=auto" in services["collector"]["command"]

@@ -16,7 +16,8 @@ def test_mirrored_learner_trains_and_pushes_weights_a_collector_pulls(processes,
         [*common, "--root_dir", str(tmp_path / "run"), "--strategy", "mirrored"],
         learner_log,
     )
-    collector = processes.role("collector", [*common, "--task", "0"], collector_log)
+    # --task auto: the id compose replicas get, from the hostname.
+    collector = processes.role("collector", [*common, "--task", "auto"], collector_log)
     assert learner.wait(timeout=400) == 0, read(learner_log)[-3000:]
     assert collector.wait(timeout=120) == 0, read(collector_log)[-3000:]
 
@@ -28,6 +29,7 @@ def test_mirrored_learner_trains_and_pushes_weights_a_collector_pulls(processes,
     assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [300]
     (done,) = reports(collector_log, "collector_done")
     assert done["last_policy_step"] == 300 and done["policy_versions"] >= 2
+    assert 0 <= done["task"] < 1_000_000
 
 
 def test_batch_not_divisible_by_replicas_is_named(processes, tmp_path):
