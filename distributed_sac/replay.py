@@ -124,7 +124,9 @@ _CONNECTION_ERROR_MESSAGES = (
 
 def is_connection_error(error: BaseException) -> bool:
     """True when `error` means the replay server went away (so reconnecting may help)."""
-    if isinstance(error, _CONNECTION_ERROR_TYPES):
+    # Reverb's own DeadlineExceededError: a call to a server that stopped answering. (Writers'
+    # rate-limiter timeouts raise it too, but ExperienceWriter handles those itself.)
+    if isinstance(error, (*_CONNECTION_ERROR_TYPES, reverb.errors.DeadlineExceededError)):
         return True
     if isinstance(error, (RuntimeError, tf.errors.OpError, reverb.errors.ReverbError)):
         message = str(error).lower()

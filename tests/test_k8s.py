@@ -124,7 +124,7 @@ def test_compose_keeps_reverb_internal_and_scales_collectors():
     assert compose["networks"]["reverb"] == {"internal": True}
     writers = {"replay-server": "/data", "learner": "/run-data", "evaluator": "/run-data"}
     for name, service in services.items():
-        assert service["image"] == "distributed-sac:latest" and service["init"] is True
+        assert service["image"] == "distributed-sac:latest"
         assert service["networks"] == ["reverb"] and "ports" not in service  # not published
         assert service["command"][:3] == [
             "python",

@@ -1,0 +1,114 @@
+"""The image built for real with podman (docker/build_local.sh), two collectors running in it
+against a replay server and a learner on the host. Needs root (CI is); installs podman with
+apt-get when it is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT, SMOKE_GIN, read, reports, start_server
+
+BUILD = os.path.join(REPO_ROOT, "docker", "build_local.sh")
+IMAGE = "distributed-sac:latest"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman here needs root (CI is root)")
+
+
+@pytest.fixture(scope="module")
+def podman_env():
+    """Builds the image once; returns the environment that points podman at its storage."""
+    started = time.monotonic()
+    result = subprocess.run([BUILD], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    print(f"{result.stdout.strip()} (test saw {time.monotonic() - started:.0f}s)")
+    exports = subprocess.run(
+        [BUILD, "--print-env"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()[1:]
+    return dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
+
+
+def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_path, podman_env):
+    size = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, **podman_env),
+        check=True,
+    ).stdout
+    address, _, _ = start_server(processes, tmp_path)
+    common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
+    learner_log = tmp_path / "learner.log"
+    learner = processes.role("learner", [*common, "--root_dir", str(tmp_path / "run")], learner_log)
+
+    names = [f"dsac-test-{os.getpid()}-{task}" for task in (0, 1)]
+    started = time.monotonic()
+    try:
+        collectors = [
+            processes.start(
+                [
+                    "podman",
+                    "run",
+                    "--rm",
+                    "--network=host",  # the image's entrypoint is tini: no --init needed
+                    "--name",
+                    name,
+                    IMAGE,
+                    "python",
+                    "-m",
+                    "distributed_sac.collector",
+                    "--gin_file=/app/gin/smoke.gin",
+                    f"--replay_server_address={address}",
+                    f"--task={task}",
+                ],
+                tmp_path / f"{name}.log",
+                env=podman_env,
+            )
+            for task, name in enumerate(names)
+        ]
+        first_progress = None
+        deadline = time.monotonic() + 600
+        while learner.poll() is None and time.monotonic() < deadline:
+            for collector, name in zip(collectors, names):
+                code = collector.poll()
+                assert code in (None, 0), read(tmp_path / f"{name}.log")[-3000:]
+            progress = reports(tmp_path / f"{names[0]}.log", "collector_progress")
+            if first_progress is None and progress:
+                first_progress = time.monotonic() - started
+            time.sleep(0.5)
+        assert learner.wait(timeout=10) == 0, read(learner_log)[-3000:]
+        for collector, name in zip(collectors, names):
+            assert collector.wait(timeout=120) == 0, read(tmp_path / f"{name}.log")[-3000:]
+    finally:
+        subprocess.run(
+            ["podman", "rm", "-f", *names],
+            capture_output=True,
+            timeout=120,
+            env=dict(os.environ, **podman_env),
+        )
+    leftover = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, **podman_env),
+    ).stdout.split()
+    assert not set(names) & set(leftover)
+
+    assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [300]
+    assert first_progress is not None, "no progress report from the first container"
+    items = []
+    for task, name in enumerate(names):
+        (done,) = reports(tmp_path / f"{name}.log", "collector_done")
+        assert done["task"] == task and done["items_created"] > 50
+        assert done["last_policy_step"] == 300
+        items.append(done["items_created"])
+    print(
+        f"image {int(size) / 1e6:.0f} MB; containerised collectors inserted {items} items; "
+        f"first progress report ({SMOKE_GIN.rsplit('/', 1)[1]}: 50 env steps) "
+        f"{first_progress:.1f}s after podman run"
+    )
