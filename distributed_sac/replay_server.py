@@ -33,12 +33,15 @@ REVERB_CHECKPOINT_DIR = "reverb"
 
 
 def _checkpoint(client) -> None:
+    # Read before the checkpoint: tables only grow (or stay full), so these sizes are at most
+    # what the checkpoint holds; read after, they could count items inserted since.
+    sizes = replay.describe_tables(client)
     started = time.monotonic()
     path = client.checkpoint()
     cli.report(
         "replay_checkpoint",
         path=path,
-        table_sizes=replay.describe_tables(client),
+        table_sizes=sizes,
         seconds=round(time.monotonic() - started, 2),
     )
 
