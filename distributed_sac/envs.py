@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
+
 from distributed_sac.config import RunConfig, UserError
 
 
 def load_env(config: RunConfig, seed: int | None = None):
-    """Returns the configured environment as a PyEnvironment, seeded when `seed` is given."""
+    """Returns the configured environment as a PyEnvironment, seeded when `seed` is given.
+
+    Seeding also seeds Python's and numpy's global generators: Minitaur's randomizer draws each
+    episode's masses, friction and motor damping from them, not from the environment's own
+    generator. So call it once per process, for the environment that process steps.
+    """
     import gym
 
     # Registers the pybullet tasks (MinitaurBulletEnv-v0, ...) with gym.
@@ -17,5 +26,7 @@ def load_env(config: RunConfig, seed: int | None = None):
         raise UserError(f"unknown environment '{config.env_name}' (RunConfig.env_name)")
     env = suite_gym.load(config.env_name, max_episode_steps=config.max_episode_steps)
     if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
         env.seed(seed)
     return env

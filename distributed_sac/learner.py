@@ -123,6 +123,10 @@ def main() -> None:
     config = cli.load_config()
     faults = FaultInjection()
     cli.set_tf_threads(config.learner_tf_threads)
+    # The network initialisation and SAC's sampling in training. Keras draws unseeded
+    # initializers' seeds from Python's `random`, so seed that too (set_random_seed does).
+    # Reverb's uniform sampler cannot be seeded: two runs with one seed are close, not equal.
+    tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
     root_dir = cli.require_root_dir("learner")
     stop = _Stop()

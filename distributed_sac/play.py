@@ -16,7 +16,6 @@ sum(length + 1) frames over the episodes played (the lengths are printed).
 from __future__ import annotations
 
 import os
-import random
 import time
 
 import numpy as np
@@ -289,8 +288,6 @@ def main() -> None:
 
     from distributed_sac.envs import load_env
 
-    random.seed(FLAGS.seed)
-    np.random.seed(FLAGS.seed)
     env = load_env(config, seed=FLAGS.seed)
     camera = Camera(env, FLAGS.width, FLAGS.height)
     video = VideoWriter(output, FLAGS.fps)
