@@ -9,29 +9,18 @@ import time
 
 from absl import flags, logging
 
-from distributed_sac import cli, monitor, replay
+from distributed_sac import cli, evaluation, monitor, replay
 from distributed_sac.builder import Builder
-from distributed_sac.config import first_line
+from distributed_sac.config import UserError, first_line
 
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
+flags.DEFINE_integer(
+    "nice",
+    10,
+    "Niceness added to this process: where the evaluator shares cores with the learner and "
+    "collectors, evaluation yields to them (0 keeps the priority).",
+)
 FLAGS = flags.FLAGS
-
-EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
-
-
-def run_episodes(env, policy, num_episodes: int):
-    """Returns (returns, lengths) of complete episodes played with `policy`."""
-    returns, lengths = [], []
-    for _ in range(num_episodes):
-        time_step = env.reset()
-        total, length = 0.0, 0
-        while not time_step.is_last():
-            time_step = env.step(policy.action(time_step).action)
-            total += float(time_step.reward)
-            length += 1
-        returns.append(total)
-        lengths.append(length)
-    return returns, lengths
 
 
 def last_evaluated_step(metrics_path: str) -> int | None:
@@ -53,19 +42,23 @@ def main() -> None:
     import tensorflow as tf
 
     config = cli.load_config()
+    if FLAGS.nice < 0:
+        raise UserError(f"--nice must not be negative, got {FLAGS.nice}")
+    os.nice(FLAGS.nice)
     cli.set_tf_threads(config.actor_tf_threads)
     root_dir = cli.require_root_dir("evaluator")
     builder = Builder(config)
-    tf.random.set_seed(config.seed + EVAL_SEED_OFFSET)
-    env = builder.make_env(seed=config.seed + EVAL_SEED_OFFSET)
+    env = evaluation.make_eval_env(builder)
     tf_policy = builder.make_policy()
     greedy = builder.py_policy(tf_policy, greedy=True)
 
-    def connect() -> replay.WeightClient:
+    def connect():
+        """(weight client, experience server client), fresh; retries up to connect_timeout_s."""
         server = builder.connect(cli.variables_address(), tables=(replay.VARIABLES_TABLE,))
-        return replay.WeightClient(server, tf_policy.variables(), train_step=None)
+        experience = builder.connect(cli.FLAGS.replay_server_address, (replay.EXPERIENCE_TABLE,))
+        return replay.WeightClient(server, tf_policy.variables(), train_step=None), experience
 
-    weights = connect()
+    weights, experience = connect()
     eval_dir = os.path.join(root_dir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
     summaries = tf.summary.create_file_writer(eval_dir)
@@ -77,24 +70,28 @@ def main() -> None:
     while last_evaluated is None or last_evaluated < config.num_iterations:
         try:
             step = weights.pull()
+            pulled_time = time.time()
+            env_steps = replay.items_inserted(experience)
         except Exception as error:
             if not replay.is_connection_error(error):
                 raise
             logging.warning("lost the replay server (%s); reconnecting", first_line(error))
             started = time.monotonic()
-            weights = connect()
+            weights, experience = connect()
             cli.report("evaluator_reconnected", seconds=round(time.monotonic() - started, 2))
             continue
         if step is None or not _due(step, last_evaluated, config):
             time.sleep(FLAGS.poll_interval_s)
             continue
         greedy.sync()
-        returns, lengths = run_episodes(env, greedy, config.num_eval_episodes)
         result = {
             "train_step": step,
-            "AverageReturn": sum(returns) / len(returns),
-            "AverageEpisodeLength": sum(lengths) / len(lengths),
-            "wall_time": time.time(),
+            # Experience items on the server when the weights were pulled: the environment steps
+            # behind this policy (less one per finished episode; from 0 after a server restart).
+            "env_steps": env_steps,
+            **evaluation.run_episodes(env, greedy, config.num_eval_episodes),
+            "weights_time": pulled_time,  # when the evaluated weights were pulled
+            "wall_time": time.time(),  # when the evaluation finished
         }
         if not math.isfinite(result["AverageReturn"]):
             logging.warning("non-finite AverageReturn at train_step %d", step)

@@ -167,6 +167,13 @@ def table_size(client: reverb.Client, table: str = EXPERIENCE_TABLE) -> int:
     return client.server_info(timeout=30)[table].current_size
 
 
+def items_inserted(client: reverb.Client) -> int:
+    """Experience items (one per environment step, less one per finished episode) the server
+    has taken in since it started; a restarted server counts from 0 again."""
+    info = client.server_info(timeout=30)[EXPERIENCE_TABLE]
+    return info.rate_limiter_info.insert_stats.completed
+
+
 class ExperienceWriter:
     """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,11 +54,19 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     for evaluation in evaluations:
         assert set(evaluation) == {
             "train_step",
+            "env_steps",
             "AverageReturn",
             "AverageEpisodeLength",
+            "weights_time",
             "wall_time",
         }
         assert math.isfinite(evaluation["AverageReturn"])
+        assert evaluation["weights_time"] <= evaluation["wall_time"]
+    # Experience behind each evaluated policy: the learner trains only once the table holds the
+    # initial collection (200 items in smoke.gin).
+    env_steps = [evaluation["env_steps"] for evaluation in evaluations]
+    assert env_steps == sorted(env_steps)
+    assert env_steps[-1] >= 200
     assert evaluations[-1]["train_step"] == 300
     assert (root / "operative_config.gin").read_text().count("RunConfig.") > 5
     assert list((root / "train").iterdir()), "no learner checkpoints or summaries"
@@ -78,7 +87,9 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(result.stdout.split()) == 8, result.stdout  # [[a1 ... a8]]
+    # numpy prints "[[ 0.05 -0.03 ...]]": eight numbers, each a motor command in [-1, 1].
+    printed = [float(x) for x in re.findall(r"-?\d+\.\d*(?:e[-+]?\d+)?", result.stdout)]
+    assert len(printed) == 8 and all(abs(x) <= 1.0 for x in printed), result.stdout
 
     observation = tf.constant(np.random.default_rng(0).normal(size=(1, 28)), tf.float32)
     for name in ("greedy_policy", "collect_policy"):
