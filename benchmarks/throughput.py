@@ -20,36 +20,19 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import harness
+from harness import MINITAUR_GIN, REPO, SMOKE_GIN, fail, load_config
 
-MINITAUR_GIN = os.path.join(REPO, "gin", "minitaur.gin")
-SMOKE_GIN = os.path.join(REPO, "gin", "smoke.gin")
+PROGRAM = "throughput"
 # Alone-phases run free (no ratio limiter) and start acting with the policy early.
 FREE_RUNNING = ("RunConfig.updates_per_env_step = None", "RunConfig.initial_collect_steps = 1000")
-
-
-def _gin_args(gin_file: str, bindings) -> list[str]:
-    args = ["--gin_file", gin_file]
-    for binding in bindings:
-        args += ["--gin_bindings", binding]
-    return args
-
-
-def _load(gin_file: str, bindings=()):
-    from distributed_sac.config import load_gin
-
-    return load_gin([gin_file], list(bindings))
 
 
 # ---------------------------------------------------------------- in-process measurements
@@ -60,7 +43,7 @@ def measure_env_limit(gin_file: str, bindings, seconds: float) -> dict:
 
     from distributed_sac.builder import Builder
 
-    env = Builder(_load(gin_file, bindings)).make_env(seed=0)
+    env = Builder(load_config(gin_file, bindings)).make_env(seed=0)
     spec = env.action_spec()
     rng = np.random.default_rng(0)
     env.reset()
@@ -98,7 +81,7 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
 
     from distributed_sac.builder import Builder
 
-    builder = Builder(_load(gin_file, bindings))
+    builder = Builder(load_config(gin_file, bindings))
     agent = builder.make_agent(train_utils.create_train_step())
     batch = _random_batch(builder, builder.config.batch_size)
 
@@ -119,113 +102,31 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
 
 def measure_baseline(gin_file: str, bindings, seconds: float, root_dir: str) -> dict:
     """The tutorial's loop as its notebook writes it, with this run's hyperparameters."""
-    import reverb
-    from tf_agents.metrics import py_metrics
-    from tf_agents.policies import py_tf_eager_policy, random_py_policy
-    from tf_agents.replay_buffers import reverb_replay_buffer, reverb_utils
-    from tf_agents.train import actor, learner, triggers
-    from tf_agents.train.utils import train_utils
+    from tutorial_loop import TutorialLoop
 
-    from distributed_sac.builder import Builder
-
-    config = _load(gin_file, bindings)
-    builder = Builder(config)
-    collect_env = builder.make_env(seed=0)
-    train_step = train_utils.create_train_step()
-    tf_agent = builder.make_agent(train_step)
-
-    table = reverb.Table(
-        "uniform_table",
-        max_size=config.replay_capacity,
-        sampler=reverb.selectors.Uniform(),
-        remover=reverb.selectors.Fifo(),
-        rate_limiter=reverb.rate_limiters.MinSize(1),
-    )
-    reverb_server = reverb.Server([table])
-    reverb_replay = reverb_replay_buffer.ReverbReplayBuffer(
-        tf_agent.collect_data_spec,
-        sequence_length=2,
-        table_name="uniform_table",
-        local_server=reverb_server,
-    )
-    dataset = reverb_replay.as_dataset(sample_batch_size=config.batch_size, num_steps=2).prefetch(
-        50
-    )
-    collect_policy = py_tf_eager_policy.PyTFEagerPolicy(
-        tf_agent.collect_policy, use_tf_function=True
-    )
-    random_policy = random_py_policy.RandomPyPolicy(
-        collect_env.time_step_spec(), collect_env.action_spec()
-    )
-    rb_observer = reverb_utils.ReverbAddTrajectoryObserver(
-        reverb_replay.py_client, "uniform_table", sequence_length=2, stride_length=1
-    )
-    actor.Actor(
-        collect_env,
-        random_policy,
-        train_step,
-        steps_per_run=config.initial_collect_steps,
-        observers=[rb_observer],
-    ).run()
-    env_step_metric = py_metrics.EnvironmentSteps()
-    collect_actor = actor.Actor(
-        collect_env,
-        collect_policy,
-        train_step,
-        steps_per_run=1,
-        metrics=actor.collect_metrics(10),
-        summary_dir=os.path.join(root_dir, learner.TRAIN_DIR),
-        observers=[rb_observer, env_step_metric],
-    )
-    agent_learner = learner.Learner(
-        root_dir,
-        train_step,
-        tf_agent,
-        lambda: dataset,
-        triggers=[
-            triggers.PolicySavedModelTrigger(
-                os.path.join(root_dir, learner.POLICY_SAVED_MODEL_DIR),
-                tf_agent,
-                train_step,
-                interval=config.policy_save_interval,
-            ),
-            triggers.StepPerSecondLogTrigger(train_step, interval=1000),
-        ],
-    )
-
-    def iterate(count: int) -> None:
-        for _ in range(count):
-            collect_actor.run()
-            agent_learner.run(iterations=1)
-
-    iterate(20)  # warm up: tracing and the first policy save
+    loop = TutorialLoop(load_config(gin_file, bindings), root_dir, seed=0)
+    loop.collect_initial()
+    loop.iterate(20)  # warm up: tracing and the first policy save
     iterations, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        iterate(10)
+        loop.iterate(10)
         iterations += 10
     elapsed = time.perf_counter() - start
-    rb_observer.close()
-    reverb_server.stop()
+    loop.close()
     return {"baseline_it_per_s": iterations / elapsed}
 
 
 # ---------------------------------------------------------------- the roles as processes
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Cluster:
     """Role processes on 127.0.0.1 with logs in a folder; stops them all on exit."""
 
     def __init__(self, gin_file: str, bindings, work_dir: str):
-        self.gin_args = _gin_args(gin_file, bindings)
-        self.config = _load(gin_file, bindings)
+        self.gin_args = harness.gin_args(gin_file, bindings)
+        self.config = load_config(gin_file, bindings)
         self.work_dir = work_dir
-        self.port = _free_port()
+        self.port = harness.free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
         self._client = None
@@ -422,24 +323,8 @@ def measure_cluster(
 
 
 def _run_part(part: str, **kwargs) -> dict:
-    """Runs one measurement in a fresh Python process and returns its figures."""
-    command = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--part",
-        part,
-        "--part_args",
-        json.dumps(kwargs),
-    ]
     print(f"... {part} {kwargs.get('num_collectors', '')}".rstrip(), flush=True)
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise SystemExit(
-            f"throughput: error: part {part} failed (exit {result.returncode}):\n{tail}"
-        )
-    return json.loads(lines[-1][len("RESULT ") :])
+    return harness.run_part(PROGRAM, os.path.abspath(__file__), part, **kwargs)
 
 
 PARTS = {
@@ -449,19 +334,6 @@ PARTS = {
     "alone": measure_alone,
     "cluster": measure_cluster,
 }
-
-
-def _machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
 
 
 def _format(value) -> str:
@@ -531,37 +403,30 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.part:  # a child process measuring one part
-        print("RESULT " + json.dumps(PARTS[args.part](**json.loads(args.part_args))), flush=True)
+        harness.serve_part(PARTS, args.part, args.part_args)
         return
 
     try:
         sweep = sorted({int(n) for n in args.num_collectors.split(",")})
     except ValueError:
-        raise SystemExit(
-            f"throughput: error: --num_collectors must be like 1,2; got {args.num_collectors!r}"
-        ) from None
+        fail(PROGRAM, f"--num_collectors must be like 1,2; got {args.num_collectors!r}")
     if not sweep or sweep[0] < 1:
-        raise SystemExit("throughput: error: --num_collectors needs counts of at least 1")
+        fail(PROGRAM, "--num_collectors needs counts of at least 1")
     if args.output and not os.access(os.path.dirname(os.path.abspath(args.output)), os.W_OK):
-        raise SystemExit(f"throughput: error: cannot write --output {args.output}")
+        fail(PROGRAM, f"cannot write --output {args.output}")
     gin_file, bindings = args.gin_file, list(args.gin_binding)
     if args.quick:
         gin_file = SMOKE_GIN
         bindings += ["RunConfig.num_iterations = 100000", "RunConfig.updates_per_env_step = 1.0"]
         args.cluster_seconds = args.alone_seconds = args.limit_seconds = 4
         args.baseline_seconds = 4
-    if not os.path.isfile(gin_file):
-        raise SystemExit(f"throughput: error: gin file not found: {gin_file}")
-    # Bad bindings fail here, in one line, before anything starts.
-    from distributed_sac.config import UserError
-
-    try:
-        _load(gin_file, bindings)
-    except UserError as error:
-        raise SystemExit(f"throughput: error: {error}") from None
+    harness.check_config(PROGRAM, gin_file, bindings)
 
     work = tempfile.mkdtemp(prefix="throughput-")
-    figures = {"machine": _machine(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    figures = {
+        "machine": harness.machine(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     common = {"gin_file": gin_file, "bindings": bindings}
     figures.update(_run_part("env_limit", **common, seconds=args.limit_seconds))
     figures.update(_run_part("learner_limit", **common, seconds=args.limit_seconds))

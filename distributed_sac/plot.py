@@ -59,6 +59,7 @@ def read_evaluations(root_dir: str) -> tuple[list[dict], int]:
             evaluation = json.loads(line)
             evaluations.append(
                 {
+                    **evaluation,
                     "train_step": int(evaluation["train_step"]),
                     "AverageReturn": float(evaluation["AverageReturn"]),
                     "wall_time": float(evaluation["wall_time"]),
@@ -75,24 +76,29 @@ def run_label(root_dir: str) -> str:
     return os.path.basename(os.path.normpath(os.path.abspath(root_dir)))
 
 
-def draw(runs: list[tuple[str, list[dict]]], output: str, title, width_px, height_px, dpi):
-    """Writes the two-panel figure of `runs` ([(label, evaluations)]) to `output`."""
+TRAIN_STEP_PANELS = (
+    ("train_step", "train step"),
+    ("minutes", "minutes since the run's first evaluation"),
+)
+
+
+def draw(runs, output: str, title, width_px, height_px, dpi, panels=TRAIN_STEP_PANELS):
+    """Writes a figure of AverageReturn against each of `panels` ([(x key, x label)]) to
+    `output`. `runs` holds (label, evaluations) or (label, evaluations, matplotlib line style)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, layout="constrained")
-    by_step, by_time = figure.subplots(1, 2)
-    for label, evaluations in runs:
+    axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
+    for label, evaluations, *style in runs:
         returns = [e["AverageReturn"] for e in evaluations]
-        start = evaluations[0]["wall_time"]
-        minutes = [(e["wall_time"] - start) / 60.0 for e in evaluations]
-        by_step.plot([e["train_step"] for e in evaluations], returns, marker="o", label=label)
-        by_time.plot(minutes, returns, marker="o", label=label)
-    by_step.set_xlabel("train step")
-    by_time.set_xlabel("minutes since the run's first evaluation")
-    for axes in (by_step, by_time):
+        for axes, (x_key, _) in zip(axes_row, panels):
+            x = [e[x_key] for e in evaluations]
+            axes.plot(x, returns, **{"marker": "o", "label": label, **(style[0] if style else {})})
+    for axes, (_, x_label) in zip(axes_row, panels):
+        axes.set_xlabel(x_label)
         axes.set_ylabel("AverageReturn")
         axes.grid(True, alpha=0.3)
         axes.legend(loc="best", fontsize="small")
@@ -102,6 +108,12 @@ def draw(runs: list[tuple[str, list[dict]]], output: str, title, width_px, heigh
         figure.savefig(output, dpi=dpi)
     except OSError as error:
         raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def with_minutes(evaluations: list[dict]) -> list[dict]:
+    """The evaluations with "minutes" since the first one (its wall_time)."""
+    start = evaluations[0]["wall_time"]
+    return [dict(e, minutes=(e["wall_time"] - start) / 60.0) for e in evaluations]
 
 
 def main() -> None:
@@ -115,7 +127,7 @@ def main() -> None:
         evaluations, skipped = read_evaluations(root_dir)
         runs.append((root_dir, evaluations, skipped))
     draw(
-        [(run_label(root_dir), evaluations) for root_dir, evaluations, _ in runs],
+        [(run_label(root_dir), with_minutes(evaluations)) for root_dir, evaluations, _ in runs],
         output,
         FLAGS.title,
         FLAGS.width_px,

@@ -1,0 +1,453 @@
+"""Learning per env step and per hour: the tutorial's synchronous loop against the cluster.
+
+    .venv/bin/python benchmarks/learning.py [--env_steps 50000] [--eval_every 5000]
+        [--eval_episodes 10] [--seeds 0,1] [--output_dir learning-results] [--quick]
+
+For each seed, one run after another, each in fresh processes:
+  loop     the tutorial's synchronous loop (benchmarks/tutorial_loop.py): the random initial
+           collection, then collect one step and train one step, in one process
+  cluster  the launcher behind launch/local.sh: replay server, learner, one collector and the
+           evaluator, at one gradient step per env step (held by the experience table's limiter)
+then the cluster once more with the first seed, to show how close two runs with one seed come.
+Both spend the same env-step budget (the cluster's learner stops at budget - initial collection
+train steps, as the loop does) and score the greedy policy with the same code
+(distributed_sac.evaluation): after the random initial collection and every --eval_every env
+steps after it, --eval_episodes episodes on an environment seeded apart from collection.
+
+Env steps are experience items stored (one per environment step, less one per finished episode),
+counted alike in both. Wall time runs from the start of a run's first process. The loop's clock
+stops while it evaluates; the cluster's evaluator runs beside training, and each of its points
+is timed when it pulled the weights it scores.
+
+Writes to --output_dir (which must be new or empty): loop-seed<S>/ and cluster-seed<S>[-repeat]/
+(each run's metrics and logs), learning.json (every curve and the summary) and learning.png
+(AverageReturn against env steps and against wall time). Prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import harness
+from harness import MINITAUR_GIN, REPO, SMOKE_GIN, fail, load_config
+
+PROGRAM = "learning"
+METRICS = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------- the two kinds of run
+
+
+def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, started_at):
+    """The tutorial's loop for `env_steps`, evaluated every `eval_every` env steps (a part: runs
+    in its own process, started at unix time `started_at`)."""
+    from tutorial_loop import TutorialLoop
+
+    from distributed_sac import evaluation
+    from distributed_sac.builder import Builder
+    from distributed_sac.numpy_policy import NumpyActorPolicy
+
+    config = load_config(gin_file, [*bindings, f"RunConfig.seed = {seed}"])
+    # Seeding an environment seeds the process's global generators (Minitaur's randomizer draws
+    # from them): the collect environment, made second, sets them as a collector does.
+    eval_env = evaluation.make_eval_env(Builder(config))
+    loop = TutorialLoop(config, run_dir, seed=seed)
+    greedy = NumpyActorPolicy(loop.agent.collect_policy, greedy=True)
+    evaluating_s = 0.0
+    points = []
+
+    def evaluate():
+        nonlocal evaluating_s
+        began = time.time()
+        greedy.sync()
+        point = {
+            "train_step": int(loop.train_step.numpy()),
+            "env_steps": loop.items_inserted(),
+            **evaluation.run_episodes(eval_env, greedy, eval_episodes),
+            "wall_s": began - started_at - evaluating_s,
+        }
+        points.append(point)
+        with open(os.path.join(run_dir, METRICS), "a") as f:
+            f.write(json.dumps(point) + "\n")
+        print(f"loop seed {seed}: {json.dumps(point)}", file=sys.stderr, flush=True)
+        evaluating_s += time.time() - began
+
+    loop.collect_initial()
+    evaluate()
+    remaining = env_steps - config.initial_collect_steps
+    while remaining > 0:
+        chunk = min(eval_every, remaining)
+        loop.iterate(chunk)
+        remaining -= chunk
+        evaluate()
+    loop.close()
+    return {"points": points, "seconds": points[-1]["wall_s"]}
+
+
+def run_cluster(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, timeout_s):
+    """The local cluster with one collector for the same budget; its evaluator's points."""
+    from distributed_sac.plot import read_evaluations
+
+    config = load_config(gin_file, bindings)
+    cluster_bindings = [
+        *bindings,
+        f"RunConfig.seed = {seed}",
+        f"RunConfig.num_iterations = {env_steps - config.initial_collect_steps}",
+        f"RunConfig.eval_interval = {eval_every}",
+        f"RunConfig.num_eval_episodes = {eval_episodes}",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "distributed_sac.launch",
+        "--root_dir",
+        run_dir,
+        "--port",
+        str(harness.free_port()),
+        "--num_collectors",
+        "1",
+        *harness.gin_args(gin_file, cluster_bindings, flag="--gin_binding"),
+    ]
+    log_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log")
+    started_at = time.time()
+    with open(log_path, "wb") as log:
+        launcher = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
+    try:
+        code = launcher.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if launcher.poll() is None:  # timed out, or this benchmark was interrupted
+            os.killpg(launcher.pid, signal.SIGTERM)
+            try:
+                launcher.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+    if code is None:
+        fail(PROGRAM, f"cluster run {run_dir} took over {timeout_s:.0f}s; see {log_path}")
+    if code != 0:
+        fail(PROGRAM, f"cluster run {run_dir} failed (exit {code}); see {log_path}")
+    evaluations, _ = read_evaluations(run_dir)
+    points = [
+        {
+            "train_step": e["train_step"],
+            "env_steps": e["env_steps"],
+            "AverageReturn": e["AverageReturn"],
+            "AverageEpisodeLength": e["AverageEpisodeLength"],
+            "wall_s": e["weights_time"] - started_at,
+        }
+        for e in evaluations
+    ]
+    return {"points": points, "seconds": points[-1]["wall_s"]}
+
+
+PARTS = {"loop": run_loop}
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def interpolate(points, env_steps: float) -> float:
+    """A run's AverageReturn at `env_steps`, linear between its evaluations."""
+    import numpy as np
+
+    ordered = sorted(points, key=lambda p: p["env_steps"])
+    return float(
+        np.interp(
+            env_steps, [p["env_steps"] for p in ordered], [p["AverageReturn"] for p in ordered]
+        )
+    )
+
+
+def mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def summarize(runs: list[dict]) -> dict:
+    """The issue's figures: the cluster against the loop's seed-to-seed spread at equal env
+    steps, time to the loop's final return, and how close two cluster runs with one seed are."""
+    loops = [run for run in runs if run["kind"] == "loop"]
+    clusters = [run for run in runs if run["kind"] == "cluster"]
+    seeded = [run for run in clusters if not run["repeat"]]
+    grid = [
+        mean([run["points"][k]["env_steps"] for run in loops])
+        for k in range(min(len(run["points"]) for run in loops))
+    ]
+    at_equal_env_steps = []
+    for k, env_steps in enumerate(grid):
+        loop_returns = [run["points"][k]["AverageReturn"] for run in loops]
+        cluster_returns = [interpolate(run["points"], env_steps) for run in seeded]
+        cluster_mean = mean(cluster_returns)
+        at_equal_env_steps.append(
+            {
+                "env_steps": round(env_steps),
+                "loop_returns": loop_returns,
+                "loop_spread": max(loop_returns) - min(loop_returns),
+                "cluster_returns": cluster_returns,
+                "cluster_spread": max(cluster_returns) - min(cluster_returns),
+                "cluster_mean": cluster_mean,
+                "within_or_above": cluster_mean >= min(loop_returns),
+            }
+        )
+
+    loop_final = mean([run["points"][-1]["AverageReturn"] for run in loops])
+    loop_seconds = mean([run["seconds"] for run in loops])
+    reach = []
+    for run in clusters:
+        trained = [p for p in run["points"] if p["train_step"] > 0]
+        first = next((p for p in trained if p["AverageReturn"] >= loop_final), None)
+        reach.append(
+            {
+                "run": run["name"],
+                "wall_s": first and first["wall_s"],
+                "env_steps": first and first["env_steps"],
+                "ratio_to_loop_time": first and first["wall_s"] / loop_seconds,
+            }
+        )
+
+    def gap(a, b):
+        # Point by point (the same train steps): mean |difference| of AverageReturn.
+        pairs = list(zip(a["points"], b["points"]))
+        return mean([abs(p["AverageReturn"] - q["AverageReturn"]) for p, q in pairs])
+
+    repeat = next((run for run in clusters if run["repeat"]), None)
+    same_seed = None
+    if repeat is not None:
+        original = next(run for run in seeded if run["seed"] == repeat["seed"])
+        others = [run for run in seeded if run["seed"] != repeat["seed"]]
+        same_seed = {
+            "seed": repeat["seed"],
+            "mean_abs_gap": gap(original, repeat),
+            "mean_abs_gap_other_seeds": mean([gap(original, other) for other in others]),
+            "first_evaluation": [original["points"][0], repeat["points"][0]],
+        }
+    return {
+        "at_equal_env_steps": at_equal_env_steps,
+        "points_within_or_above": sum(row["within_or_above"] for row in at_equal_env_steps),
+        "loop_mean_spread": mean([row["loop_spread"] for row in at_equal_env_steps]),
+        "cluster_mean_spread": mean([row["cluster_spread"] for row in at_equal_env_steps]),
+        "loop_final_return": loop_final,
+        "loop_seconds": loop_seconds,
+        "cluster_seconds": mean([run["seconds"] for run in clusters]),
+        "budget_time_ratio": mean([run["seconds"] for run in clusters]) / loop_seconds,
+        "reach_loop_final": reach,
+        "same_seed": same_seed,
+    }
+
+
+def _number(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_tables(result: dict) -> None:
+    runs, summary, setup = result["runs"], result["summary"], result["setup"]
+    print(
+        f"\nlearning on {result['machine']['cores']} cores, {result['machine']['cpu_model']}, "
+        f"{result['date']}: {setup['gin_file']}, {setup['env_steps']} env steps, evaluation "
+        f"every {setup['eval_every']} env steps with {setup['eval_episodes']} episodes"
+    )
+    print("\nAverageReturn at each evaluation (env steps in brackets), wall minutes at the end")
+    names = [run["name"] for run in runs]
+    print("train_step  " + "".join(f"{name:>24}" for name in names))
+    for k in range(max(len(run["points"]) for run in runs)):
+        step = next(run["points"][k]["train_step"] for run in runs if k < len(run["points"]))
+        cells = []
+        for run in runs:
+            if k < len(run["points"]):
+                p = run["points"][k]
+                cells.append(f"{p['AverageReturn']:8.3f} ({p['env_steps']:>6})")
+            else:
+                cells.append("-")
+        print(f"{step:>10}  " + "".join(f"{cell:>24}" for cell in cells))
+    minutes = "".join(f"{run['seconds'] / 60:>24.1f}" for run in runs)
+    print(f"{'minutes':>10}  {minutes}")
+
+    print("\nAt the loop's evaluation env steps (cluster runs interpolated between evaluations)")
+    print(f"{'env steps':>10}  {'loop min..max':>18}  {'cluster mean':>12}  within or above")
+    for row in summary["at_equal_env_steps"]:
+        span = f"{min(row['loop_returns']):.3f}..{max(row['loop_returns']):.3f}"
+        verdict = "yes" if row["within_or_above"] else "no"
+        print(f"{row['env_steps']:>10}  {span:>18}  {row['cluster_mean']:>12.3f}  {verdict}")
+    count = len(summary["at_equal_env_steps"])
+    print(
+        f"\ncluster within the loop's seed range or above at {summary['points_within_or_above']}"
+        f"/{count} points; mean seed-to-seed spread: loop {summary['loop_mean_spread']:.3f}, "
+        f"cluster {summary['cluster_mean_spread']:.3f}"
+    )
+    print(
+        f"wall time for the budget: loop {summary['loop_seconds'] / 60:.1f} min, cluster "
+        f"{summary['cluster_seconds'] / 60:.1f} min (ratio {summary['budget_time_ratio']:.2f})"
+    )
+    print(f"loop's final AverageReturn (mean over seeds): {summary['loop_final_return']:.3f}")
+    for reach in summary["reach_loop_final"]:
+        if reach["wall_s"] is None:
+            print(f"  {reach['run']}: never reached it")
+        else:
+            print(
+                f"  {reach['run']}: first reached at {reach['wall_s'] / 60:.1f} min "
+                f"({reach['env_steps']} env steps), {reach['ratio_to_loop_time']:.2f} of the "
+                "loop's time (target <= 0.4)"
+            )
+    same = summary["same_seed"]
+    if same:
+        first = [p["AverageReturn"] for p in same["first_evaluation"]]
+        print(
+            f"same seed {same['seed']} twice: mean |gap| {_number(same['mean_abs_gap'])} "
+            f"(other seeds: {_number(same['mean_abs_gap_other_seeds'])}); first evaluations "
+            f"{first[0]:.6f} and {first[1]:.6f}"
+        )
+
+
+def draw(result: dict, output: str) -> None:
+    from distributed_sac.plot import draw as draw_figure
+
+    lines = []
+    for index, run in enumerate(result["runs"]):
+        style = {
+            "color": "tab:blue" if run["kind"] == "loop" else "tab:orange",
+            "linestyle": ":" if run["repeat"] else ("-", "--", "-.")[index // 2 % 3],
+            "marker": "o" if run["kind"] == "loop" else "s",
+        }
+        points = [dict(p, minutes=p["wall_s"] / 60) for p in run["points"]]
+        lines.append((run["name"], points, style))
+    setup = result["setup"]
+    draw_figure(
+        lines,
+        output,
+        f"{os.path.basename(setup['gin_file'])}: tutorial loop vs cluster (1 collector, UTD 1), "
+        f"{result['machine']['cores']} cores",
+        1300,
+        500,
+        100,
+        panels=(
+            ("env_steps", "environment steps (experience items stored)"),
+            ("minutes", "minutes since the run started"),
+        ),
+    )
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def _parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gin_file", default=MINITAUR_GIN)
+    parser.add_argument("--gin_binding", action="append", default=[])
+    parser.add_argument("--env_steps", type=int, default=50_000, help="env-step budget per run")
+    parser.add_argument("--eval_every", type=int, default=5_000, help="env steps")
+    parser.add_argument("--eval_episodes", type=int, default=10)
+    parser.add_argument("--seeds", default="0,1", help="comma-separated, at least two")
+    parser.add_argument(
+        "--no_repeat", action="store_true", help="skip the second cluster run of the first seed"
+    )
+    parser.add_argument("--output_dir", default="learning-results")
+    parser.add_argument("--cluster_timeout_s", type=float, default=4 * 3600)
+    parser.add_argument("--quick", action="store_true", help="tiny runs on gin/smoke.gin (tests)")
+    parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    parser.add_argument("--part_args", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _check(args):
+    """Bad arguments stop the benchmark in one line before any run starts."""
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        fail(PROGRAM, f"--seeds must be like 0,1; got {args.seeds!r}")
+    if len(set(seeds)) < 2 or min(seeds) < 0:
+        fail(PROGRAM, f"--seeds needs at least two distinct non-negative seeds; got {args.seeds!r}")
+    for name in ("eval_every", "eval_episodes"):
+        if getattr(args, name) < 1:
+            fail(PROGRAM, f"--{name} must be at least 1, got {getattr(args, name)}")
+    harness.check_config(PROGRAM, args.gin_file, args.gin_binding)
+    initial = load_config(args.gin_file, args.gin_binding).initial_collect_steps
+    if args.env_steps <= initial:
+        fail(
+            PROGRAM,
+            f"--env_steps ({args.env_steps}) must exceed RunConfig.initial_collect_steps "
+            f"({initial}), the random steps both runs take first",
+        )
+    output_dir = os.path.abspath(args.output_dir)
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        fail(PROGRAM, f"--output_dir {args.output_dir} exists and is not an empty directory")
+    parent = os.path.dirname(output_dir)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        fail(PROGRAM, f"cannot create --output_dir {args.output_dir}")
+    return list(dict.fromkeys(seeds)), output_dir
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.part:  # a child process running one part
+        harness.serve_part(PARTS, args.part, args.part_args)
+        return
+    if args.quick:
+        args.gin_file = SMOKE_GIN
+        args.env_steps, args.eval_every, args.eval_episodes = 400, 100, 2
+        args.cluster_timeout_s = 600
+    seeds, output_dir = _check(args)
+    os.makedirs(output_dir, exist_ok=True)
+    common = {
+        "gin_file": args.gin_file,
+        "bindings": list(args.gin_binding),
+        "env_steps": args.env_steps,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+    }
+    plan = [(kind, seed, False) for seed in seeds for kind in ("loop", "cluster")]
+    if not args.no_repeat:
+        plan.append(("cluster", seeds[0], True))
+    runs = []
+    for kind, seed, repeat in plan:
+        name = f"{kind}-seed{seed}" + ("-repeat" if repeat else "")
+        run_dir = os.path.join(output_dir, name)
+        print(f"... {name}", flush=True)
+        if kind == "loop":
+            os.makedirs(run_dir)
+            run = harness.run_part(
+                PROGRAM,
+                os.path.abspath(__file__),
+                "loop",
+                log_path=run_dir + ".log",
+                **common,
+                seed=seed,
+                run_dir=run_dir,
+                started_at=time.time(),
+            )
+        else:
+            run = run_cluster(
+                **common, seed=seed, run_dir=run_dir, timeout_s=args.cluster_timeout_s
+            )
+        runs.append({"name": name, "kind": kind, "seed": seed, "repeat": repeat, **run})
+        print(
+            f"    {run['seconds'] / 60:.1f} min, final AverageReturn "
+            f"{run['points'][-1]['AverageReturn']:.3f}",
+            flush=True,
+        )
+
+    result = {
+        "machine": harness.machine(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "setup": {**common, "seeds": seeds},
+        "runs": runs,
+    }
+    result["summary"] = summarize(runs)
+    with open(os.path.join(output_dir, "learning.json"), "w") as out:
+        json.dump(result, out, indent=2)
+    draw(result, os.path.join(output_dir, "learning.png"))
+    print_tables(result)
+    print(f"\nwrote {output_dir}/learning.json and learning.png")
+
+
+if __name__ == "__main__":
+    main()
