@@ -14,10 +14,11 @@ train steps, as the loop does) and score the greedy policy with the same code
 (distributed_sac.evaluation): after the random initial collection and every --eval_every env
 steps after it, --eval_episodes episodes on an environment seeded apart from collection.
 
-Env steps are experience items stored (one per environment step, less one per finished episode),
-counted alike in both. Wall time runs from the start of a run's first process. The loop's clock
-stops while it evaluates; the cluster's evaluator runs beside training, and each of its points
-is timed when it pulled the weights it scores.
+Env steps are experience items stored, counted alike in both: one per environment step as
+TF-Agents' Actor counts them (the reset step between two episodes is not counted). Wall time
+runs from the start of a run's first process. The loop's clock stops while it evaluates; the
+cluster's evaluator runs beside training, and each of its points is timed when it pulled the
+weights it scores.
 
 Writes to --output_dir (which must be new or empty): loop-seed<S>/ and cluster-seed<S>[-repeat]/
 (each run's metrics and logs), learning.json (every curve and the summary) and learning.png

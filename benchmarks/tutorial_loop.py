@@ -102,7 +102,7 @@ class TutorialLoop:
 
     def items_inserted(self) -> int:
         """Experience items the table has taken in: the same count the cluster's evaluator
-        records as env_steps (one per environment step, less one per finished episode)."""
+        records as env_steps (see distributed_sac.replay.items_inserted)."""
         self._observer.flush()
         info = self._client.server_info()["uniform_table"]
         return info.rate_limiter_info.insert_stats.completed

@@ -16,9 +16,9 @@ from distributed_sac.config import UserError, first_line
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
 flags.DEFINE_integer(
     "nice",
-    10,
-    "Niceness added to this process: where the evaluator shares cores with the learner and "
-    "collectors, evaluation yields to them (0 keeps the priority).",
+    0,
+    "Niceness added to this process. Above 0, on cores shared with the learner and collectors, "
+    "evaluation yields to them; an evaluation that falls behind scores the newest weights.",
 )
 FLAGS = flags.FLAGS
 
@@ -65,6 +65,7 @@ def main() -> None:
     metrics_path = os.path.join(eval_dir, "metrics.jsonl")
 
     last_evaluated = last_evaluated_step(metrics_path)
+    cli.report("evaluator_start", nice=os.nice(0))
     if last_evaluated is not None:
         cli.report("evaluator_resumed", last_evaluated=last_evaluated)
     while last_evaluated is None or last_evaluated < config.num_iterations:
@@ -87,7 +88,7 @@ def main() -> None:
         result = {
             "train_step": step,
             # Experience items on the server when the weights were pulled: the environment steps
-            # behind this policy (less one per finished episode; from 0 after a server restart).
+            # behind this policy (see replay.items_inserted; from 0 after a server restart).
             "env_steps": env_steps,
             **evaluation.run_episodes(env, greedy, config.num_eval_episodes),
             "weights_time": pulled_time,  # when the evaluated weights were pulled

@@ -41,6 +41,12 @@ flags.DEFINE_float("startup_timeout_s", 180, "How long the replay server may tak
 flags.DEFINE_float(
     "shutdown_grace_s", 8, "Seconds the roles get after SIGTERM, in all, before SIGKILL."
 )
+flags.DEFINE_integer(
+    "evaluator_nice",
+    0,
+    "Niceness of the evaluator: above 0, evaluation yields the cores to training (faster "
+    "training, but evaluations that fall behind skip to the newest weights).",
+)
 flags.DEFINE_integer("max_restarts", 3, "Restarts allowed per role before the run fails.")
 flags.DEFINE_float(
     "restart_backoff_s", 2, "Delay before a role's first restart; doubles each time."
@@ -265,7 +271,7 @@ def run_cluster(cluster: Cluster, num_collectors: int) -> None:
         name = f"collector-{task}"
         cluster.start(name, "collector", client_args + ["--task", str(task)])
         workers.append(name)
-    cluster.start("evaluator", "evaluator", client_args)
+    cluster.start("evaluator", "evaluator", client_args + ["--nice", str(FLAGS.evaluator_nice)])
     console.event(
         f"started learner, {num_collectors} collector(s), evaluator; training to step "
         f"{console.total_steps}"

@@ -168,8 +168,9 @@ def table_size(client: reverb.Client, table: str = EXPERIENCE_TABLE) -> int:
 
 
 def items_inserted(client: reverb.Client) -> int:
-    """Experience items (one per environment step, less one per finished episode) the server
-    has taken in since it started; a restarted server counts from 0 again."""
+    """Experience items the server has taken in since it started (a restarted server counts
+    from 0 again): one per environment step as TF-Agents counts them (a pair ends at each step;
+    the reset step between two episodes ends none)."""
     info = client.server_info(timeout=30)[EXPERIENCE_TABLE]
     return info.rate_limiter_info.insert_stats.completed
 

@@ -211,3 +211,10 @@ def test_collector_rejects_a_bad_task_id(task):
     assert last_line(result.stderr) == (
         f"collector: error: --task must be a non-negative integer or 'auto', got '{task}'"
     )
+
+
+def test_evaluator_rejects_a_negative_nice(tmp_path):
+    args = ["--gin_file", SMOKE_GIN, "--root_dir", str(tmp_path), "--nice", "-1"]
+    result = run_role("evaluator", args)
+    assert result.returncode == 2
+    assert last_line(result.stderr) == "evaluator: error: --nice must not be negative, got -1"

@@ -29,7 +29,7 @@ from tests.conftest import (
 
 def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
-    launcher, out = launch(processes, root, "--num_collectors", "2")
+    launcher, out = launch(processes, root, "--num_collectors", "2", "--evaluator_nice", "3")
     code = launcher.wait(timeout=600)
     output = read(out)
     assert code == 0, output[-3000:]
@@ -49,6 +49,9 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
         assert done["policy_versions"] >= 2, done  # weights really flow
         assert done["last_policy_step"] == 300
 
+    # The launcher lowered the evaluator's priority by --evaluator_nice (from its own).
+    (start,) = reports(logs / "evaluator.log", "evaluator_start")
+    assert start["nice"] == os.nice(0) + 3
     evaluations = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
     assert evaluations, "the evaluator wrote no metrics"
     for evaluation in evaluations:
