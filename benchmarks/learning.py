@@ -158,16 +158,17 @@ PARTS = {"loop": run_loop}
 # ---------------------------------------------------------------- the comparison
 
 
-def interpolate(points, env_steps: float) -> float:
-    """A run's AverageReturn at `env_steps`, linear between its evaluations."""
+def return_at(run: dict, env_steps: float) -> float:
+    """A run's AverageReturn at `env_steps` of training: linear between its evaluations of
+    trained weights (clamped at their ends). A cluster's evaluator scores the newest weights
+    when it is free, so its points fall at other env steps than the loop's."""
     import numpy as np
 
-    ordered = sorted(points, key=lambda p: p["env_steps"])
-    return float(
-        np.interp(
-            env_steps, [p["env_steps"] for p in ordered], [p["AverageReturn"] for p in ordered]
-        )
+    trained = sorted(
+        (p for p in run["points"] if p["train_step"] > 0), key=lambda p: p["env_steps"]
     )
+    x = [p["env_steps"] for p in trained]
+    return float(np.interp(env_steps, x, [p["AverageReturn"] for p in trained]))
 
 
 def mean(values):
@@ -176,7 +177,10 @@ def mean(values):
 
 def summarize(runs: list[dict]) -> dict:
     """The issue's figures: the cluster against the loop's seed-to-seed spread at equal env
-    steps, time to the loop's final return, and how close two cluster runs with one seed are."""
+    steps, time to the loop's final return, and how close two cluster runs with one seed are.
+
+    The grid is the loop's evaluations: the untrained weights (train step 0, compared with the
+    cluster's train-step-0 evaluation), then one every --eval_every env steps of training."""
     loops = [run for run in runs if run["kind"] == "loop"]
     clusters = [run for run in runs if run["kind"] == "cluster"]
     seeded = [run for run in clusters if not run["repeat"]]
@@ -184,10 +188,18 @@ def summarize(runs: list[dict]) -> dict:
         mean([run["points"][k]["env_steps"] for run in loops])
         for k in range(min(len(run["points"]) for run in loops))
     ]
+
+    def curve(run) -> list[float]:
+        """`run`'s AverageReturn at each grid point."""
+        if run["kind"] == "loop":
+            return [p["AverageReturn"] for p in run["points"][: len(grid)]]
+        return [run["points"][0]["AverageReturn"]] + [return_at(run, x) for x in grid[1:]]
+
+    curves = {run["name"]: curve(run) for run in runs}
     at_equal_env_steps = []
     for k, env_steps in enumerate(grid):
-        loop_returns = [run["points"][k]["AverageReturn"] for run in loops]
-        cluster_returns = [interpolate(run["points"], env_steps) for run in seeded]
+        loop_returns = [curves[run["name"]][k] for run in loops]
+        cluster_returns = [curves[run["name"]][k] for run in seeded]
         cluster_mean = mean(cluster_returns)
         at_equal_env_steps.append(
             {
@@ -216,10 +228,14 @@ def summarize(runs: list[dict]) -> dict:
             }
         )
 
-    def gap(a, b):
-        # Point by point (the same train steps): mean |difference| of AverageReturn.
-        pairs = list(zip(a["points"], b["points"]))
-        return mean([abs(p["AverageReturn"] - q["AverageReturn"]) for p, q in pairs])
+    # Single evaluations of Minitaur this early are noisy: the mean over the budget's second half
+    # says more about where a run got to than its last point.
+    late = [k for k, x in enumerate(grid) if x - grid[0] >= (grid[-1] - grid[0]) / 2]
+    late_means = {name: mean([curve[k] for k in late]) for name, curve in curves.items()}
+
+    def gap(a, b) -> float:
+        """Mean |difference| of two runs' AverageReturn over the grid."""
+        return mean([abs(x - y) for x, y in zip(curves[a["name"]], curves[b["name"]])])
 
     repeat = next((run for run in clusters if run["repeat"]), None)
     same_seed = None
@@ -233,10 +249,13 @@ def summarize(runs: list[dict]) -> dict:
             "first_evaluation": [original["points"][0], repeat["points"][0]],
         }
     return {
+        "curves_at_grid": {"env_steps": [round(x) for x in grid], **curves},
         "at_equal_env_steps": at_equal_env_steps,
         "points_within_or_above": sum(row["within_or_above"] for row in at_equal_env_steps),
         "loop_mean_spread": mean([row["loop_spread"] for row in at_equal_env_steps]),
         "cluster_mean_spread": mean([row["cluster_spread"] for row in at_equal_env_steps]),
+        "late_env_steps": [round(grid[k]) for k in late],
+        "late_means": late_means,
         "loop_final_return": loop_final,
         "loop_seconds": loop_seconds,
         "cluster_seconds": mean([run["seconds"] for run in clusters]),
@@ -285,6 +304,9 @@ def print_tables(result: dict) -> None:
         f"/{count} points; mean seed-to-seed spread: loop {summary['loop_mean_spread']:.3f}, "
         f"cluster {summary['cluster_mean_spread']:.3f}"
     )
+    lows, highs = summary["late_env_steps"][0], summary["late_env_steps"][-1]
+    late = ", ".join(f"{name} {value:.3f}" for name, value in summary["late_means"].items())
+    print(f"mean AverageReturn over env steps {lows}..{highs}: {late}")
     print(
         f"wall time for the budget: loop {summary['loop_seconds'] / 60:.1f} min, cluster "
         f"{summary['cluster_seconds'] / 60:.1f} min (ratio {summary['budget_time_ratio']:.2f})"
@@ -354,6 +376,11 @@ def _parse_args():
     parser.add_argument("--output_dir", default="learning-results")
     parser.add_argument("--cluster_timeout_s", type=float, default=4 * 3600)
     parser.add_argument("--quick", action="store_true", help="tiny runs on gin/smoke.gin (tests)")
+    parser.add_argument(
+        "--summarize",
+        metavar="DIR",
+        help="run nothing: recompute the summary, tables and plot of DIR/learning.json",
+    )
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--part_args", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -391,6 +418,9 @@ def main() -> None:
     args = _parse_args()
     if args.part:  # a child process running one part
         harness.serve_part(PARTS, args.part, args.part_args)
+        return
+    if args.summarize:
+        resummarize(args.summarize)
         return
     if args.quick:
         args.gin_file = SMOKE_GIN
@@ -442,12 +472,28 @@ def main() -> None:
         "setup": {**common, "seeds": seeds},
         "runs": runs,
     }
-    result["summary"] = summarize(runs)
+    report(result, output_dir)
+
+
+def report(result: dict, output_dir: str) -> None:
+    """Summarizes the runs into learning.json and learning.png in `output_dir`; prints it."""
+    result["summary"] = summarize(result["runs"])
     with open(os.path.join(output_dir, "learning.json"), "w") as out:
         json.dump(result, out, indent=2)
     draw(result, os.path.join(output_dir, "learning.png"))
     print_tables(result)
     print(f"\nwrote {output_dir}/learning.json and learning.png")
+
+
+def resummarize(output_dir: str) -> None:
+    path = os.path.join(output_dir, "learning.json")
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        result["runs"], result["setup"], result["machine"]  # noqa: B018  the keys it needs
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        fail(PROGRAM, f"cannot read the results in {path}: {error}")
+    report(result, output_dir)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def test_quick_learning_benchmark_compares_loop_and_cluster(processes, tmp_path)
     assert "within or above" in printed and "same seed 0 twice" in printed
     print(printed[printed.index("learning on") :])
 
+    # --summarize recomputes the same figures from learning.json alone.
+    (out / "learning.png").unlink()
+    again = _run("--summarize", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "learning.json").read_text())["summary"] == summary
+    assert png_size(out / "learning.png") == (1300, 500)
+
 
 def _run(*args):
     return subprocess.run(
@@ -111,3 +118,6 @@ def test_bad_arguments_get_one_line_errors(tmp_path):
     assert _error(
         _run("--gin_binding", "RunConfig.batch_size = -1", "--output_dir", new)
     ).startswith("learning: error: RunConfig.batch_size must not be negative")
+    assert _error(_run("--summarize", new)).startswith(
+        f"learning: error: cannot read the results in {new}/learning.json"
+    )
