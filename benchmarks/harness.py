@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import socket
-import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,10 +22,17 @@ def fail(program: str, message: str):
     raise SystemExit(f"{program}: error: {message}")
 
 
-def gin_args(gin_file: str, bindings, flag: str = "--gin_bindings") -> list[str]:
+def add_gin_arguments(parser) -> None:
+    """--gin_file and --gin_bindings (repeatable; --gin_binding too), as the roles spell them."""
+    parser.add_argument("--gin_file", default=MINITAUR_GIN)
+    parser.add_argument("--gin_bindings", "--gin_binding", action="append", default=[])
+
+
+def gin_args(gin_file: str, bindings) -> list[str]:
+    """The flags that give a role or the launcher this config."""
     args = ["--gin_file", gin_file]
     for binding in bindings:
-        args += [flag, binding]
+        args += ["--gin_bindings", binding]
     return args
 
 
@@ -54,25 +60,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_part(program: str, script: str, part: str, log_path: str | None = None, **kwargs) -> dict:
-    """Runs `script --part part` in a fresh Python process and returns the figures it prints
-    (so no part inherits another's threads, memory or TensorFlow state). Its stderr goes to
-    `log_path` when given."""
+def run_part(program: str, script: str, part: str, log_path: str, **kwargs) -> dict:
+    """Runs `script --part part` in a fresh Python process (so no part inherits another's
+    threads, memory or TensorFlow state), its output in `log_path`; returns the figures it
+    printed."""
+    from distributed_sac.processes import Process
+
     command = [sys.executable, script, "--part", part, "--part_args", json.dumps(kwargs)]
-    if log_path is None:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-        stderr = result.stderr
-    else:
-        with open(log_path, "w") as log:
-            result = subprocess.run(
-                command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO
-            )
-        with open(log_path, errors="replace") as log:
-            stderr = log.read()
-    lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if result.returncode != 0 or not lines:
-        tail = "\n".join(stderr.strip().splitlines()[-5:])
-        fail(program, f"part {part} failed (exit {result.returncode}):\n{tail}")
+    process = Process(command, log_path, name=part)
+    code = process.wait()
+    output = process.output()
+    lines = [line for line in output.splitlines() if line.startswith(RESULT_PREFIX)]
+    if code != 0 or not lines:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        fail(program, f"part {part} failed (exit {code}):\n{tail}")
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 

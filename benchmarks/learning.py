@@ -31,16 +31,14 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import harness
-from harness import MINITAUR_GIN, REPO, SMOKE_GIN, fail, load_config
+from harness import SMOKE_GIN, fail, load_config
 
 PROGRAM = "learning"
-METRICS = "metrics.jsonl"
 
 
 # ---------------------------------------------------------------- the two kinds of run
@@ -53,6 +51,7 @@ def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run
 
     from distributed_sac import evaluation
     from distributed_sac.builder import Builder
+    from distributed_sac.layout import METRICS
     from distributed_sac.numpy_policy import NumpyActorPolicy
 
     config = load_config(gin_file, [*bindings, f"RunConfig.seed = {seed}"])
@@ -75,8 +74,7 @@ def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run
             "wall_s": began - started_at - evaluating_s,
         }
         points.append(point)
-        with open(os.path.join(run_dir, METRICS), "a") as f:
-            f.write(json.dumps(point) + "\n")
+        evaluation.append_evaluation(os.path.join(run_dir, METRICS), point)
         print(f"loop seed {seed}: {json.dumps(point)}", file=sys.stderr, flush=True)
         evaluating_s += time.time() - began
 
@@ -92,9 +90,13 @@ def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run
     return {"points": points, "seconds": points[-1]["wall_s"]}
 
 
-def run_cluster(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, timeout_s):
-    """The local cluster with one collector for the same budget; its evaluator's points."""
-    from distributed_sac.plot import read_evaluations
+def run_launcher(
+    gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, timeout_s
+):
+    """The local cluster (the launcher behind launch/local.sh) with one collector for the same
+    budget; its evaluator's points."""
+    from distributed_sac import evaluation, processes
+    from distributed_sac.layout import RunDir
 
     config = load_config(gin_file, bindings)
     cluster_bindings = [
@@ -104,41 +106,25 @@ def run_cluster(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, 
         f"RunConfig.eval_interval = {eval_every}",
         f"RunConfig.num_eval_episodes = {eval_episodes}",
     ]
-    command = [
-        sys.executable,
-        "-m",
-        "distributed_sac.launch",
-        "--root_dir",
-        run_dir,
-        "--port",
-        str(harness.free_port()),
-        "--num_collectors",
-        "1",
-        *harness.gin_args(gin_file, cluster_bindings, flag="--gin_binding"),
-    ]
+    args = ["--root_dir", run_dir, "--port", str(harness.free_port()), "--num_collectors", "1"]
     log_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log")
     started_at = time.time()
-    with open(log_path, "wb") as log:
-        launcher = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
-        )
+    launcher = processes.Process.module(
+        "tools.launcher", [*args, *harness.gin_args(gin_file, cluster_bindings)], log_path
+    )
     try:
         code = launcher.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         code = None
-    finally:
-        if launcher.poll() is None:  # timed out, or this benchmark was interrupted
-            os.killpg(launcher.pid, signal.SIGTERM)
-            try:
-                launcher.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.wait()
+    finally:  # timed out, or this benchmark was interrupted: the launcher stops its roles
+        processes.stop([launcher], grace_s=30)
     if code is None:
         fail(PROGRAM, f"cluster run {run_dir} took over {timeout_s:.0f}s; see {log_path}")
     if code != 0:
         fail(PROGRAM, f"cluster run {run_dir} failed (exit {code}); see {log_path}")
-    evaluations, _ = read_evaluations(run_dir)
+    evaluations, _ = evaluation.read_evaluations(RunDir(run_dir).metrics)
+    if not evaluations:
+        fail(PROGRAM, f"cluster run {run_dir} wrote no evaluation; see {log_path}")
     points = [
         {
             "train_step": e["train_step"],
@@ -332,7 +318,7 @@ def print_tables(result: dict) -> None:
 
 
 def draw(result: dict, output: str) -> None:
-    from distributed_sac.plot import draw as draw_figure
+    from distributed_sac.tools.plot import draw as draw_figure
 
     lines = []
     for index, run in enumerate(result["runs"]):
@@ -364,8 +350,7 @@ def draw(result: dict, output: str) -> None:
 
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gin_file", default=MINITAUR_GIN)
-    parser.add_argument("--gin_binding", action="append", default=[])
+    harness.add_gin_arguments(parser)
     parser.add_argument("--env_steps", type=int, default=50_000, help="env-step budget per run")
     parser.add_argument("--eval_every", type=int, default=5_000, help="env steps")
     parser.add_argument("--eval_episodes", type=int, default=10)
@@ -397,8 +382,8 @@ def _check(args):
     for name in ("eval_every", "eval_episodes"):
         if getattr(args, name) < 1:
             fail(PROGRAM, f"--{name} must be at least 1, got {getattr(args, name)}")
-    harness.check_config(PROGRAM, args.gin_file, args.gin_binding)
-    initial = load_config(args.gin_file, args.gin_binding).initial_collect_steps
+    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
+    initial = load_config(args.gin_file, args.gin_bindings).initial_collect_steps
     if args.env_steps <= initial:
         fail(
             PROGRAM,
@@ -430,7 +415,7 @@ def main() -> None:
     os.makedirs(output_dir, exist_ok=True)
     common = {
         "gin_file": args.gin_file,
-        "bindings": list(args.gin_binding),
+        "bindings": list(args.gin_bindings),
         "env_steps": args.env_steps,
         "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes,
@@ -456,7 +441,7 @@ def main() -> None:
                 started_at=time.time(),
             )
         else:
-            run = run_cluster(
+            run = run_launcher(
                 **common, seed=seed, run_dir=run_dir, timeout_s=args.cluster_timeout_s
             )
         runs.append({"name": name, "kind": kind, "seed": seed, "repeat": repeat, **run})

@@ -21,14 +21,11 @@ import datetime
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 
 import harness
-from harness import MINITAUR_GIN, REPO, SMOKE_GIN, fail, load_config
+from harness import SMOKE_GIN, fail, load_config
 
 PROGRAM = "throughput"
 # Alone-phases run free (no ratio limiter) and start acting with the policy early.
@@ -119,96 +116,68 @@ def measure_baseline(gin_file: str, bindings, seconds: float, root_dir: str) -> 
 # ---------------------------------------------------------------- the roles as processes
 
 
-class Cluster:
-    """Role processes on 127.0.0.1 with logs in a folder; stops them all on exit."""
+class BenchCluster:
+    """Role processes on 127.0.0.1 for one measurement (the launcher's Cluster, without restarts):
+    logs in `work_dir`, server counters read through the monitor."""
 
     def __init__(self, gin_file: str, bindings, work_dir: str):
-        self.gin_args = harness.gin_args(gin_file, bindings)
+        from distributed_sac.layout import RunDir
+        from distributed_sac.tools.cluster import Cluster
+
         self.config = load_config(gin_file, bindings)
-        self.work_dir = work_dir
+        self.run_dir = RunDir(work_dir)
+        self.roles = Cluster(self.run_dir, harness.gin_args(gin_file, bindings))
         self.port = harness.free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.processes: dict[str, subprocess.Popen] = {}
-        self._client = None
-
-    def start(self, name: str, module: str, *args: str) -> None:
-        log = open(os.path.join(self.work_dir, f"{name}.log"), "wb")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", f"distributed_sac.{module}", *self.gin_args, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+        self.client = None
 
     def start_server(self) -> None:
-        self.start("replay_server", "replay_server", "--port", str(self.port))
-        from distributed_sac import replay
+        from distributed_sac.replay.connection import connect
 
-        self._client = replay.connect(self.address, timeout_s=120)
+        self.roles.start("replay_server", "replay_server", ["--port", str(self.port)])
+        self.client = connect(self.address, timeout_s=120)
 
     def start_collector(self, task: int) -> None:
-        self.start(
-            f"collector{task}",
-            "collector",
-            "--replay_server_address",
-            self.address,
-            "--task",
-            str(task),
-        )
+        args = ["--replay_server_address", self.address, "--task", str(task)]
+        self.roles.start(f"collector-{task}", "collector", args)
 
     def start_learner(self) -> None:
-        root_dir = os.path.join(self.work_dir, "learner_root")
-        self.start(
-            "learner", "learner", "--replay_server_address", self.address, "--root_dir", root_dir
-        )
+        root_dir = os.path.join(self.run_dir.root, "learner_root")
+        args = ["--replay_server_address", self.address, "--root_dir", root_dir]
+        self.roles.start("learner", "learner", args)
 
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def table_size(self) -> int:
+        from distributed_sac.replay import tables
 
-    def stop_all(self) -> None:
-        for name in reversed(list(self.processes)):
-            self.stop(name)
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                log = os.path.join(self.work_dir, f"{name}.log")
-                raise RuntimeError(f"{name} exited with code {process.returncode}; see {log}")
-
-    def table(self, name: str = "uniform_table"):
-        return self._client.server_info(timeout=30)[name]
+        return tables.table_sizes(self.client)[tables.EXPERIENCE_TABLE]
 
     def counters(self) -> dict:
         """Items inserted and sampled so far, and the train step of the newest pushed weights."""
-        from distributed_sac import monitor
+        from distributed_sac.tools import monitor
 
-        return monitor.server_counters(self._client)
+        return monitor.server_counters(self.client)
 
     def wait_until(self, predicate, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not predicate():
-            self.check_alive()
+            self.roles.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
             time.sleep(0.5)
 
     def collector_reports(self, task: int, since: float) -> list[dict]:
-        from distributed_sac import monitor
+        from distributed_sac.reports import fields_of
 
-        path = os.path.join(self.work_dir, f"collector{task}.log")
-        reports = monitor.read_reports(path, "collector_progress")
-        return [report for _, report in reports if report["unix_time"] >= since]
+        reports = fields_of(self.run_dir.log(f"collector-{task}"), "collector_progress")
+        return [report for report in reports if report["unix_time"] >= since]
+
+    def stop_all(self) -> None:
+        self.roles.stop(reversed(list(self.roles.roles)), grace_s=10)
 
 
-def _collector_rates(cluster: Cluster, tasks, since: float) -> tuple[list[float], float | None]:
+def _collector_rates(
+    cluster: BenchCluster, tasks, since: float
+) -> tuple[list[float], float | None]:
     """Each collector's env steps/s from its progress reports, and the mean policy lag."""
     rates, lags = [], []
     for task in tasks:
@@ -223,12 +192,12 @@ def _collector_rates(cluster: Cluster, tasks, since: float) -> tuple[list[float]
     return rates, (sum(lags) / len(lags) if lags else None)
 
 
-def _window(cluster: Cluster, seconds: float) -> tuple[dict, dict, float]:
+def _window(cluster: BenchCluster, seconds: float) -> tuple[dict, dict, float]:
     start_wall = time.time()
     begin = cluster.counters()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        cluster.check_alive()
+        cluster.roles.check_alive()
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     return begin, cluster.counters(), start_wall
 
@@ -239,22 +208,21 @@ def measure_alone(
     """Collectors feeding a server with no learner, then the learner alone on that table."""
     import tensorflow as tf
 
-    from distributed_sac import replay
     from distributed_sac.builder import Builder
 
-    cluster = Cluster(gin_file, (*bindings, *FREE_RUNNING), work_dir)
+    cluster = BenchCluster(gin_file, (*bindings, *FREE_RUNNING), work_dir)
     try:
         cluster.start_server()
         # Collectors act with the policy once weights exist: push initial ones as a learner would.
-        policy = Builder(cluster.config).make_policy()
-        replay.WeightClient(
-            cluster._client, policy.variables(), tf.Variable(0, dtype=tf.int64)
-        ).push()
+        builder = Builder(cluster.config)
+        policy = builder.make_acting_policy()
+        train_step = tf.Variable(0, dtype=tf.int64)
+        builder.make_weight_client(cluster.address, policy.tf_variables, train_step).push()
         for task in range(num_collectors):
             cluster.start_collector(task)
         initial = cluster.config.initial_collect_steps
         cluster.wait_until(
-            lambda: cluster.table().current_size >= initial + 200 * num_collectors,
+            lambda: cluster.table_size() >= initial + 200 * num_collectors,
             600,
             "the collectors to finish their random steps",
         )
@@ -266,8 +234,7 @@ def measure_alone(
             "env_steps_per_s": sum(rates),
             "inserts_per_s": (end["inserts"] - begin["inserts"]) / (end["time"] - begin["time"]),
         }
-        for task in range(num_collectors):
-            cluster.stop(f"collector{task}")
+        cluster.roles.stop([f"collector-{task}" for task in range(num_collectors)], grace_s=10)
         if not with_learner:
             return result
         # The table is full of this run's experience: now the learner, with nothing competing.
@@ -291,7 +258,7 @@ def measure_cluster(
     gin_file: str, bindings, num_collectors: int, seconds: float, work_dir: str
 ) -> dict:
     """Server, learner and collectors at the config's update-to-data ratio."""
-    cluster = Cluster(gin_file, bindings, work_dir)
+    cluster = BenchCluster(gin_file, bindings, work_dir)
     if cluster.config.updates_per_env_step != 1:
         raise RuntimeError("the cluster is measured at RunConfig.updates_per_env_step = 1")
     try:
@@ -322,9 +289,11 @@ def measure_cluster(
 # ---------------------------------------------------------------- orchestration
 
 
-def _run_part(part: str, **kwargs) -> dict:
-    print(f"... {part} {kwargs.get('num_collectors', '')}".rstrip(), flush=True)
-    return harness.run_part(PROGRAM, os.path.abspath(__file__), part, **kwargs)
+def _run_part(part: str, log_dir: str, **kwargs) -> dict:
+    label = f"{part}{kwargs.get('num_collectors', '')}"
+    print(f"... {label}", flush=True)
+    log_path = os.path.join(log_dir, f"{label}.log")
+    return harness.run_part(PROGRAM, os.path.abspath(__file__), part, log_path, **kwargs)
 
 
 PARTS = {
@@ -385,10 +354,9 @@ def print_table(figures: dict) -> None:
         print(f"{label:<{width}}  {_format(value)}")
 
 
-def main() -> None:
+def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gin_file", default=MINITAUR_GIN)
-    parser.add_argument("--gin_binding", action="append", default=[])
+    harness.add_gin_arguments(parser)
     parser.add_argument(
         "--cluster_seconds", type=float, default=300, help="cluster window, seconds"
     )
@@ -400,12 +368,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny run on gin/smoke.gin (tests)")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--part_args", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    if args.part:  # a child process measuring one part
-        harness.serve_part(PARTS, args.part, args.part_args)
-        return
 
+def _check(args) -> list[int]:
+    """Bad arguments stop the benchmark in one line before any part runs; the sweep."""
     try:
         sweep = sorted({int(n) for n in args.num_collectors.split(",")})
     except ValueError:
@@ -414,47 +381,56 @@ def main() -> None:
         fail(PROGRAM, "--num_collectors needs counts of at least 1")
     if args.output and not os.access(os.path.dirname(os.path.abspath(args.output)), os.W_OK):
         fail(PROGRAM, f"cannot write --output {args.output}")
-    gin_file, bindings = args.gin_file, list(args.gin_binding)
     if args.quick:
-        gin_file = SMOKE_GIN
-        bindings += ["RunConfig.num_iterations = 100000", "RunConfig.updates_per_env_step = 1.0"]
+        args.gin_file = SMOKE_GIN
+        args.gin_bindings += [
+            "RunConfig.num_iterations = 100000",
+            "RunConfig.updates_per_env_step = 1.0",
+        ]
         args.cluster_seconds = args.alone_seconds = args.limit_seconds = 4
         args.baseline_seconds = 4
-    harness.check_config(PROGRAM, gin_file, bindings)
+    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
+    return sweep
 
-    work = tempfile.mkdtemp(prefix="throughput-")
+
+def measure(args, sweep: list[int], work: str) -> dict:
+    """Every part, each in its own process, one after another; their figures."""
+    common = {"gin_file": args.gin_file, "bindings": args.gin_bindings}
     figures = {
         "machine": harness.machine(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    common = {"gin_file": gin_file, "bindings": bindings}
-    figures.update(_run_part("env_limit", **common, seconds=args.limit_seconds))
-    figures.update(_run_part("learner_limit", **common, seconds=args.limit_seconds))
+    figures.update(_run_part("env_limit", work, **common, seconds=args.limit_seconds))
+    figures.update(_run_part("learner_limit", work, **common, seconds=args.limit_seconds))
     baseline_dir = os.path.join(work, "baseline")
     figures.update(
-        _run_part("baseline", **common, seconds=args.baseline_seconds, root_dir=baseline_dir)
+        _run_part("baseline", work, **common, seconds=args.baseline_seconds, root_dir=baseline_dir)
     )
     figures["collectors_alone"], figures["cluster_runs"] = [], []
-    for n in sweep:
-        part_dir = os.path.join(work, f"alone{n}")
-        os.makedirs(part_dir)
-        run = _run_part(
-            "alone",
-            **common,
-            num_collectors=n,
-            seconds=args.alone_seconds,
-            work_dir=part_dir,
-            with_learner=n == sweep[0],
-        )
-        figures["collectors_alone"].append(run)
-    for n in sweep:
-        part_dir = os.path.join(work, f"cluster{n}")
-        os.makedirs(part_dir)
-        run = _run_part(
-            "cluster", **common, num_collectors=n, seconds=args.cluster_seconds, work_dir=part_dir
-        )
-        figures["cluster_runs"].append(run)
+    for kind, seconds, runs in (
+        ("alone", args.alone_seconds, figures["collectors_alone"]),
+        ("cluster", args.cluster_seconds, figures["cluster_runs"]),
+    ):
+        for n in sweep:
+            part_dir = os.path.join(work, f"{kind}{n}")
+            os.makedirs(part_dir)
+            extra = {"with_learner": n == sweep[0]} if kind == "alone" else {}
+            runs.append(
+                _run_part(
+                    kind,
+                    work,
+                    **common,
+                    num_collectors=n,
+                    seconds=seconds,
+                    work_dir=part_dir,
+                    **extra,
+                )
+            )
+    return figures
 
+
+def add_ratios(figures: dict) -> None:
+    """The headline figures and their ratios to the limits and the tutorial's loop."""
     first_alone = figures["collectors_alone"][0]
     best = max(figures["cluster_runs"], key=lambda run: run["learner_steps_per_s"])
     figures.update(
@@ -482,6 +458,17 @@ def main() -> None:
         }
         for run in figures["collectors_alone"]
     ]
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.part:  # a child process measuring one part
+        harness.serve_part(PARTS, args.part, args.part_args)
+        return
+    sweep = _check(args)
+    work = tempfile.mkdtemp(prefix="throughput-")
+    figures = measure(args, sweep, work)
+    add_ratios(figures)
     print_table(figures)
     if args.output:
         with open(args.output, "w") as out:

@@ -1,26 +1,33 @@
 """One builder, made from the run config, that every role asks for its parts.
 
 Each role derives specs, table signatures, policy and agent through these functions from the
-same gin config, so a role on another host needs nothing but the server address.
+same gin config, so a role on another host needs nothing but the server address. A role is then
+flags -> config -> builder -> its loop.
 """
 
 from __future__ import annotations
 
 import functools
 
+import reverb
 import tensorflow as tf
 from tf_agents.train.utils import spec_utils
 
 from distributed_sac import agent as agent_lib
-from distributed_sac import envs, replay
+from distributed_sac import envs
 from distributed_sac.config import RunConfig
 from distributed_sac.numpy_policy import NumpyActorPolicy
+from distributed_sac.replay import connection, tables
+from distributed_sac.replay.weights import WeightClient, weights_signature
+from distributed_sac.replay.writer import ExperienceWriter
 from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
 
 class Builder:
     def __init__(self, config: RunConfig):
         self.config = config
+
+    # ------------------------------------------------------------ specs and signatures
 
     @functools.cached_property
     def specs(self):
@@ -32,54 +39,77 @@ class Builder:
             env.close()
         return time_step_spec, action_spec
 
-    def make_env(self, seed=None):
-        return envs.load_env(self.config, seed=seed)
+    @functools.cached_property
+    def _reference_policy(self):
+        """A policy built once for its specs and variable shapes (never acted with)."""
+        return self.make_policy()
 
-    def make_policy(self):
-        """The stochastic collect policy (a TF policy), weights to be pulled from the server."""
-        return agent_lib.make_policy(*self.specs)
-
-    def make_agent(self, train_step: tf.Variable):
-        return agent_lib.make_agent(*self.specs, train_step)
-
-    @staticmethod
-    def py_policy(tf_policy, greedy: bool = False, seed=None) -> NumpyActorPolicy:
-        """The policy in numpy (greedy: its mode); `sync()` it after pulling weights."""
-        return NumpyActorPolicy(tf_policy, greedy=greedy, seed=seed)
+    @property
+    def collect_data_spec(self):
+        """The spec of one trajectory step, as collectors write it and the learner trains on."""
+        return self._reference_policy.trajectory_spec
 
     def signatures(self) -> dict:
         """Both tables' signatures, keyed by table name."""
-        policy = self.make_policy()
         return {
-            replay.EXPERIENCE_TABLE: replay.experience_signature(policy.trajectory_spec),
-            replay.VARIABLES_TABLE: replay.weights_signature(policy.variables()),
+            tables.EXPERIENCE_TABLE: tables.experience_signature(self.collect_data_spec),
+            tables.VARIABLES_TABLE: weights_signature(self._reference_policy.variables()),
         }
 
-    def make_tables(self):
-        policy = self.make_policy()
-        return replay.make_tables(self.config, policy.trajectory_spec, policy.variables())
+    # ------------------------------------------------------------ the parts roles use
 
-    def connect(self, address: str, tables=(replay.EXPERIENCE_TABLE, replay.VARIABLES_TABLE)):
-        """A client to a server whose named tables match this config; UserError otherwise."""
-        client = replay.connect(address, self.config.connect_timeout_s)
-        signatures = self.signatures()
-        layout = TransitionPacking(self.make_policy().trajectory_spec).describe()
-        for table in tables:
-            layout_hint = layout if table == replay.EXPERIENCE_TABLE else ""
-            replay.check_signature(client, table, signatures[table], layout_hint)
+    def make_env(self, seed=None):
+        return envs.load_env(self.config, seed=seed)
+
+    def make_tables(self) -> list:
+        return tables.make_tables(
+            self.config, self.collect_data_spec, self._reference_policy.variables()
+        )
+
+    def connect(self, address: str, table_names=tables.TABLES) -> reverb.Client:
+        """A client to a server whose named tables match this config; UserError otherwise
+        (also when it stays unreachable for connect_timeout_s)."""
+        client = connection.connect(address, self.config.connect_timeout_s)
+        layout = TransitionPacking(self.collect_data_spec).describe()
+        for table in table_names:
+            layout_hint = layout if table == tables.EXPERIENCE_TABLE else ""
+            tables.check_signature(client, table, self.signatures()[table], layout_hint)
         return client
 
-    def make_dataset(self, address: str, collect_data_spec, batch_size=None) -> tf.data.Dataset:
+    def make_experience_writer(self, client: reverb.Client) -> ExperienceWriter:
+        return ExperienceWriter(client, self.collect_data_spec)
+
+    def make_weight_client(
+        self, address: str, policy_variables, train_step=None, update_period: int = 1
+    ) -> WeightClient:
+        """A weight client on the server at `address` (learner: pushes `train_step` with the
+        weights; actors: pull into `policy_variables` every `update_period` calls of update())."""
+        client = self.connect(address, (tables.VARIABLES_TABLE,))
+        return WeightClient(client, policy_variables, train_step, update_period)
+
+    def make_policy(self):
+        """The stochastic policy the agent trains, as a TF-Agents policy of its own variables
+        (same order and shapes as the learner's `agent.collect_policy.variables()`)."""
+        return agent_lib.make_policy(*self.specs)
+
+    def make_acting_policy(self, greedy: bool = False, seed=None) -> NumpyActorPolicy:
+        """The actor in numpy (greedy: its mode), over TF variables that a weight client pulls
+        into (`.tf_variables`); `sync()` it after a pull."""
+        return NumpyActorPolicy(self.make_policy(), greedy=greedy, seed=seed)
+
+    def make_agent(self, train_step: tf.Variable):
+        """The learner's SacAgent; call inside the distribution strategy's scope."""
+        return agent_lib.make_agent(*self.specs, train_step)
+
+    def make_dataset(self, address: str, batch_size=None) -> tf.data.Dataset:
         """Batches of (Trajectory [batch, 2, ...], sample info) from the experience table;
         `batch_size` defaults to the config's (a replica of a distribution strategy takes its
         share)."""
         batch_size = batch_size or self.config.batch_size
-        import reverb
-
-        packing = TransitionPacking(collect_data_spec)
+        packing = TransitionPacking(self.collect_data_spec)
         items = reverb.TrajectoryDataset(
             server_address=address,
-            table=replay.EXPERIENCE_TABLE,
+            table=tables.EXPERIENCE_TABLE,
             dtypes={PAIR_COLUMN: tf.float32},
             shapes={PAIR_COLUMN: packing.signature()[PAIR_COLUMN].shape},
             max_in_flight_samples_per_worker=2 * batch_size,

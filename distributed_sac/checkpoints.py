@@ -8,20 +8,17 @@ checkpoint that does not match this config, or cannot be read, is a UserError.
 from __future__ import annotations
 
 import logging
-import os
 
 import tensorflow as tf
 
-from distributed_sac.config import UserError, first_line, one_line
-
-CHECKPOINT_DIR = "checkpoints"
+from distributed_sac.errors import UserError, first_line, one_line
 
 
 class LearnerCheckpoints:
-    """Saves to and restores from `<root_dir>/checkpoints` (the newest `max_to_keep` are kept)."""
+    """Saves to and restores from `directory` (the newest `max_to_keep` are kept)."""
 
-    def __init__(self, root_dir: str, agent, train_step: tf.Variable, max_to_keep: int = 3):
-        self.directory = os.path.join(root_dir, CHECKPOINT_DIR)
+    def __init__(self, directory: str, agent, train_step: tf.Variable, max_to_keep: int = 3):
+        self.directory = directory
         self._checkpoint = tf.train.Checkpoint(agent=agent, train_step=train_step)
         # CheckpointManager writes the data files first and the index last: a crash mid-save
         # leaves the previous checkpoint as the latest.

@@ -1,19 +1,19 @@
-"""What every role binary shares: common flags, gin loading, one-line errors, logging."""
+"""What every role binary shares: common flags, gin loading, TF threads, the run directory."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Callable
 
 # TensorFlow's C++ start-up noise (CUDA plugin registration) would bury the roles' own logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 from distributed_sac import entrypoint  # noqa: E402
-from distributed_sac.config import RunConfig, UserError, load_gin  # noqa: E402
+from distributed_sac.config import RunConfig, load_gin  # noqa: E402
+from distributed_sac.errors import UserError  # noqa: E402
+from distributed_sac.layout import RunDir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", None, "Run directory for checkpoints, summaries, policies, logs.")
@@ -44,17 +44,14 @@ def variables_address() -> str:
     return FLAGS.variable_container_address or FLAGS.replay_server_address
 
 
-def require_root_dir(role: str) -> str:
+def run_dir(role: str, required: bool = True) -> RunDir | None:
+    """--root_dir as a RunDir (created if missing); a role that needs one says so."""
     if not FLAGS.root_dir:
-        raise UserError(f"{role} needs --root_dir")
+        if required:
+            raise UserError(f"{role} needs --root_dir")
+        return None
     os.makedirs(FLAGS.root_dir, exist_ok=True)
-    return FLAGS.root_dir
-
-
-def report(event: str, **fields) -> None:
-    """One machine-readable line in the role's log (the launcher, tests, benchmarks read these)."""
-    fields.setdefault("unix_time", round(time.time(), 3))
-    logging.info("%s %s", event, json.dumps(fields, sort_keys=True))
+    return RunDir(FLAGS.root_dir)
 
 
 def run_role(name: str, main: Callable[[], None]) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Sequence
 
 import gin
+from distributed_sac.errors import UserError, one_line
 
 BUNDLED_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
-
-
-class UserError(Exception):
-    """A problem with the user's input or setup, reported as one line and a non-zero exit."""
 
 
 @gin.configurable
@@ -86,31 +82,10 @@ class RunConfig:
         return self.batch_size * self.updates_per_env_step
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class FaultInjection:
-    """Test-only faults, bound in gin by the fault-tolerance tests; never set in a real run."""
-
-    # After the chunk of train steps that reaches this step, the learner sets its actor's weights
-    # to NaN, so the next loss is NaN.
-    nan_weights_at_step: int | None = None
-
-
-def one_line(error: Exception) -> str:
-    """An error message folded onto one line."""
-    return re.sub(r"\s*\n\s*", " | ", str(error).strip())
-
-
-def first_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message (Reverb and TF append long stacks and JSON)."""
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
-
-
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
     """Parses gin files and bindings; any unknown name or bad line raises a one-line UserError."""
     # Import every module that registers configurables, so gin can tell unknown names apart.
-    from distributed_sac import agent  # noqa: F401
+    from distributed_sac import agent, faults  # noqa: F401
 
     gin.clear_config()
     # `include 'minitaur.gin'` finds the project's bundled configs from anywhere.

@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import app, logging
 
-from distributed_sac.config import UserError
+from distributed_sac.errors import UserError
 
 
 def run(name: str, main: Callable[[], None]) -> None:

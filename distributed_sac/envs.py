@@ -6,7 +6,8 @@ import random
 
 import numpy as np
 
-from distributed_sac.config import RunConfig, UserError
+from distributed_sac.config import RunConfig
+from distributed_sac.errors import UserError
 
 
 def load_env(config: RunConfig, seed: int | None = None):

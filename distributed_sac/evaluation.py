@@ -1,8 +1,14 @@
-"""Greedy evaluation: the evaluator role and the benchmarks' tutorial loop score policies alike."""
+"""Greedy evaluation and its record: the evaluator role and the benchmarks' tutorial loop score
+policies alike, and every tool reads metrics.jsonl through `read_evaluations`."""
 
 from __future__ import annotations
 
+import json
+import os
+
 EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
+# What every evaluation line carries (plot and status rely on these).
+REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
 
 
 def make_eval_env(builder):
@@ -26,3 +32,34 @@ def run_episodes(env, policy, num_episodes: int) -> dict:
         "AverageReturn": sum(returns) / len(returns),
         "AverageEpisodeLength": sum(lengths) / len(lengths),
     }
+
+
+def append_evaluation(metrics_path: str, evaluation: dict) -> None:
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(evaluation) + "\n")
+
+
+def read_evaluations(metrics_path: str) -> tuple[list[dict], int]:
+    """(evaluations in file order, number of lines skipped) of a metrics.jsonl; ([], 0) when it
+    does not exist. A line cut short by a kill mid-write, or one without REQUIRED_KEYS, is
+    skipped; train_step is an int, AverageReturn and wall_time floats."""
+    if not os.path.exists(metrics_path):
+        return [], 0
+    evaluations, skipped = [], 0
+    with open(metrics_path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                evaluation = json.loads(line)
+                evaluations.append(
+                    {
+                        **evaluation,
+                        "train_step": int(evaluation["train_step"]),
+                        "AverageReturn": float(evaluation["AverageReturn"]),
+                        "wall_time": float(evaluation["wall_time"]),
+                    }
+                )
+            except (ValueError, KeyError, TypeError):
+                skipped += 1
+    return evaluations, skipped

@@ -45,6 +45,11 @@ class NumpyActorPolicy:
         self._rng = np.random.default_rng(seed)
         self.sync()
 
+    @property
+    def tf_variables(self) -> list:
+        """The TF policy's variables this policy copies from (a weight client pulls into them)."""
+        return self._variables
+
     def sync(self) -> None:
         """Copies the TF policy's current weights."""
         values = [v.numpy() for v in self._variables]

@@ -7,8 +7,7 @@ import shutil
 
 from tf_agents.policies import greedy_policy, policy_saver
 
-GREEDY_POLICY_DIR = "greedy_policy"
-COLLECT_POLICY_DIR = "collect_policy"
+from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
 
 
 class PolicyExporter:
@@ -17,10 +16,10 @@ class PolicyExporter:
     def __init__(self, policies_dir: str, collect_policy, train_step):
         self._policies_dir = policies_dir
         self._savers = {
-            GREEDY_POLICY_DIR: policy_saver.PolicySaver(
+            GREEDY_POLICY: policy_saver.PolicySaver(
                 greedy_policy.GreedyPolicy(collect_policy), train_step=train_step
             ),
-            COLLECT_POLICY_DIR: policy_saver.PolicySaver(collect_policy, train_step=train_step),
+            COLLECT_POLICY: policy_saver.PolicySaver(collect_policy, train_step=train_step),
         }
 
     def export(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distributed_sac.config import UserError
+from distributed_sac.errors import UserError
 
 STRATEGIES = ("cpu", "mirrored", "tpu")
 

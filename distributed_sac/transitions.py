@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tree
 
-from distributed_sac.config import UserError
+from distributed_sac.errors import UserError
 
 PAIR_COLUMN = "transition_pair"
 SEQUENCE_LENGTH = 2  # SAC learns from (t, t+1) pairs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -10,14 +9,41 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+from distributed_sac.processes import Process, die_with_parent, stop
+from distributed_sac.reports import fields_of
+from distributed_sac.tools.cluster import ROLE_MODULES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, "gin")
 SMOKE_GIN = os.path.join(GIN_DIR, "smoke.gin")
 PENDULUM_GIN = os.path.join(GIN_DIR, "pendulum.gin")
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"pytest got {signal.Signals(signum).name}")
+
+
+def pytest_configure(config):
+    # A SIGTERM'd pytest tears its fixtures down (stopping every process, container and network
+    # namespace they made) instead of dying on the spot. Were pytest SIGKILLed, every process
+    # started here still gets SIGTERM from the kernel (distributed_sac.processes), and the
+    # container and namespace fixtures remove what a killed run left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def free_port() -> int:
@@ -27,48 +53,29 @@ def free_port() -> int:
 
 
 class Processes:
-    """Starts commands in their own process group and stops every one of them at teardown."""
+    """Starts commands through distributed_sac.processes (each dies with pytest, even a killed
+    one) and stops every one of them, with its process group, at teardown."""
 
     def __init__(self):
-        self.started = []
+        self.started: list[Process] = []
 
-    def start(self, args, log_path, env=None, cwd=REPO_ROOT):
+    def start(self, args, log_path, env=None, cwd=REPO_ROOT) -> Process:
         """Runs `args` with stdout and stderr appended to `log_path` (or written to it, when it
         is an open file descriptor such as a pseudo-terminal)."""
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-        log = log_path if isinstance(log_path, int) else open(log_path, "ab")
-        try:
-            proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        finally:
-            if not isinstance(log_path, int):
-                log.close()
-        self.started.append(proc)
-        return proc
+        log = log_path if isinstance(log_path, int) else str(log_path)
+        process = Process(args, log, env=env, cwd=cwd)
+        self.started.append(process)
+        return process
 
-    def role(self, module, args, log_path, env=None):
+    def role(self, role, args, log_path, env=None) -> Process:
+        """A role (replay_server, learner, collector, evaluator) as the launcher starts it."""
+        module = ROLE_MODULES[role]
         return self.start(
             [sys.executable, "-m", f"distributed_sac.{module}", *args], log_path, env=env
         )
 
     def stop_all(self):
-        for proc in self.started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.started:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(self.started, grace_s=10, group=True)
 
 
 @pytest.fixture
@@ -124,15 +131,8 @@ def run_processes_of(root_dir) -> list[str]:
 
 
 def reports(log_path, event) -> list[dict]:
-    """The fields of every `event` report line (see cli.report) in a log; [] before it exists."""
-    if not os.path.exists(log_path):
-        return []
-    marker = f" {event} "
-    return [
-        json.loads(line.split(marker, 1)[1])
-        for line in read(log_path).splitlines()
-        if marker in line
-    ]
+    """The fields of every `event` report line in a log; [] before it exists."""
+    return fields_of(str(log_path), event)
 
 
 def launch(processes, root_dir, *extra):
@@ -165,26 +165,40 @@ def no_leftovers(tmp_path, processes):
     assert not leftovers, f"processes left behind: {leftovers}"
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A finished smoke run (launch/local.sh --gin_file gin/smoke.gin, ~1 min), once per test
-    module: its root_dir, with eval/metrics.jsonl and policies/greedy_policy."""
+class SmokeRun(NamedTuple):
+    root: Path  # its root_dir
+    output: str  # what the launcher printed
+    code: int  # the launcher's exit code
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """One finished smoke run for the whole session (launch/local.sh --gin_file gin/smoke.gin
+    --num_collectors 2 --evaluator_nice 3, ~1 min): test_cluster checks the run itself, the plot
+    and play tests use its eval/metrics.jsonl and policies/greedy_policy."""
     procs = Processes()
     root = tmp_path_factory.mktemp("smoke") / "run"
     try:
-        launcher, out = launch(procs, root)
+        launcher, out = launch(procs, root, "--num_collectors", "2", "--evaluator_nice", "3")
         try:
             code = launcher.wait(timeout=600)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the smoke run did not finish in 600 s:\n{read(out)[-3000:]}")
-        assert code == 0, read(out)[-3000:]
     finally:
         procs.stop_all()
-    return root
+    return SmokeRun(root, read(out), code)
+
+
+@pytest.fixture
+def smoke_root(smoke_run) -> Path:
+    """The root_dir of the session's smoke run, which must have finished cleanly."""
+    assert smoke_run.code == 0, smoke_run.output[-3000:]
+    return smoke_run.root
 
 
 def run_tool(module, args, timeout_s=300, prefix=()):
-    """Runs `python -m distributed_sac.<module> args` to completion (bounded); the result."""
+    """Runs `python -m distributed_sac.<module> args` to completion (bounded, and dying with
+    pytest); the result, with stdout and stderr apart."""
     return subprocess.run(
         [*prefix, sys.executable, "-m", f"distributed_sac.{module}", *args],
         capture_output=True,
@@ -192,6 +206,7 @@ def run_tool(module, args, timeout_s=300, prefix=()):
         timeout=timeout_s,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         cwd=REPO_ROOT,
+        preexec_fn=die_with_parent,
     )
 
 

@@ -35,7 +35,9 @@ def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
     assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu_model"]
     assert figures["date"].startswith("20")
     assert figures["cluster_runs"][0]["samples_per_s"] > 0
-    assert figures["cluster_runs"][0]["mean_policy_lag_steps"] >= 0
+    # Collectors pull every 25 env steps and the learner pushes every 25 train steps (smoke.gin),
+    # so the weights a collector replaces are some pushes old.
+    assert figures["cluster_runs"][0]["mean_policy_lag_steps"] > 0
     # The table printed the same figures.
     assert "cluster_vs_baseline (target >= 2.5)" in printed
     print(printed[printed.index("throughput on") :])
@@ -61,6 +63,6 @@ def test_bad_arguments_get_one_line_errors(tmp_path):
     result = _run("--gin_file", str(tmp_path / "none.gin"))
     assert result.returncode != 0
     assert "throughput: error: gin file not found" in result.stderr.strip().splitlines()[-1]
-    result = _run("--gin_binding", "RunConfig.batch_size = -1")
+    result = _run("--gin_bindings", "RunConfig.batch_size = -1")
     assert result.returncode != 0
     assert "throughput: error: RunConfig.batch_size" in result.stderr.strip().splitlines()[-1]

@@ -5,9 +5,10 @@ import tensorflow as tf
 import tree
 from tf_agents.train.utils import train_utils
 
-from distributed_sac import replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.replay import tables
+from distributed_sac.replay.weights import WeightClient, weights_signature
 from distributed_sac.transitions import PAIR_COLUMN
 from tests.conftest import PENDULUM_GIN, SMOKE_GIN
 
@@ -20,7 +21,7 @@ def test_roles_derive_identical_signatures_from_one_config():
     config = load_gin([SMOKE_GIN], [])
     server_side = Builder(config).signatures()
     collector_side = Builder(config).signatures()
-    assert set(server_side) == {replay.EXPERIENCE_TABLE, replay.VARIABLES_TABLE}
+    assert set(server_side) == {tables.EXPERIENCE_TABLE, tables.VARIABLES_TABLE}
     for table in server_side:
         assert _flat_specs(server_side[table]) == _flat_specs(collector_side[table])
         tree.assert_same_structure(server_side[table], collector_side[table])
@@ -31,11 +32,11 @@ def test_learner_agent_matches_the_signatures_other_roles_use():
     builder = Builder(config)
     agent = builder.make_agent(train_utils.create_train_step())
     signatures = builder.signatures()
-    assert _flat_specs(replay.experience_signature(agent.collect_data_spec)) == _flat_specs(
-        signatures[replay.EXPERIENCE_TABLE]
+    assert _flat_specs(tables.experience_signature(agent.collect_data_spec)) == _flat_specs(
+        signatures[tables.EXPERIENCE_TABLE]
     )
-    pushed = replay.weights_signature(agent.collect_policy.variables())
-    assert _flat_specs(pushed) == _flat_specs(signatures[replay.VARIABLES_TABLE])
+    pushed = weights_signature(agent.collect_policy.variables())
+    assert _flat_specs(pushed) == _flat_specs(signatures[tables.VARIABLES_TABLE])
 
 
 def test_minitaur_specs_and_experience_items_hold_pairs():
@@ -43,44 +44,44 @@ def test_minitaur_specs_and_experience_items_hold_pairs():
     time_step_spec, action_spec = Builder(config).specs
     assert time_step_spec.observation.shape == (28,)
     assert action_spec.shape == (8,)
-    experience = Builder(config).signatures()[replay.EXPERIENCE_TABLE]
+    experience = Builder(config).signatures()[tables.EXPERIENCE_TABLE]
     # One packed (t, t+1) pair: step_type 1 + observation 28 + action 8 + next_step_type 1
     # + reward 1 + discount 1 values per step.
     assert experience[PAIR_COLUMN].shape == (2, 40)
 
 
 def test_other_env_gives_other_signature():
-    minitaur = Builder(load_gin([SMOKE_GIN], [])).signatures()[replay.EXPERIENCE_TABLE]
-    pendulum = Builder(load_gin([PENDULUM_GIN], [])).signatures()[replay.EXPERIENCE_TABLE]
+    minitaur = Builder(load_gin([SMOKE_GIN], [])).signatures()[tables.EXPERIENCE_TABLE]
+    pendulum = Builder(load_gin([PENDULUM_GIN], [])).signatures()[tables.EXPERIENCE_TABLE]
     assert _flat_specs(minitaur) != _flat_specs(pendulum)
 
 
 def test_tables_follow_the_config():
     config = load_gin([SMOKE_GIN], [])
     experience, variables = Builder(config).make_tables()
-    assert experience.name == replay.EXPERIENCE_TABLE
-    assert variables.name == replay.VARIABLES_TABLE
+    assert experience.name == tables.EXPERIENCE_TABLE
+    assert variables.name == tables.VARIABLES_TABLE
     server = reverb.Server([experience, variables])
     try:
         info = reverb.Client(f"localhost:{server.port}").server_info()
-        assert info[replay.EXPERIENCE_TABLE].max_size == config.replay_capacity
-        assert info[replay.VARIABLES_TABLE].max_size == 1
-        assert info[replay.EXPERIENCE_TABLE].sampler_options.uniform
-        assert info[replay.EXPERIENCE_TABLE].remover_options.fifo
+        assert info[tables.EXPERIENCE_TABLE].max_size == config.replay_capacity
+        assert info[tables.VARIABLES_TABLE].max_size == 1
+        assert info[tables.EXPERIENCE_TABLE].sampler_options.uniform
+        assert info[tables.EXPERIENCE_TABLE].remover_options.fifo
     finally:
         server.stop()
 
 
 def test_rate_limiter_min_size_when_no_ratio_is_set():
     config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
-    limiter = replay.make_rate_limiter(config)
+    limiter = tables.make_rate_limiter(config)
     assert isinstance(limiter, reverb.rate_limiters.MinSize)
     assert limiter._min_size_to_sample == config.initial_collect_steps
 
 
 def test_rate_limiter_holds_ratio_when_updates_per_step_is_set():
     config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = 1.0"])
-    limiter = replay.make_rate_limiter(config)
+    limiter = tables.make_rate_limiter(config)
     assert isinstance(limiter, reverb.rate_limiters.SampleToInsertRatio)
     assert limiter._samples_per_insert == config.batch_size
     assert limiter._min_size_to_sample == config.initial_collect_steps
@@ -97,9 +98,9 @@ def test_weights_round_trip_through_the_variables_table():
             variable.assign(tf.random.normal(variable.shape))
         step = tf.Variable(42, dtype=tf.int64)
         target = builder.make_policy()
-        receiver = replay.WeightClient(client, target.variables(), train_step=None)
+        receiver = WeightClient(client, target.variables(), train_step=None)
         assert receiver.pull() is None  # nothing pushed yet
-        replay.WeightClient(client, source.variables(), step).push()
+        WeightClient(client, source.variables(), step).push()
         assert receiver.pull() == 42
         for a, b in zip(source.variables(), target.variables()):
             assert (a.numpy() == b.numpy()).all()

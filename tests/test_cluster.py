@@ -27,11 +27,8 @@ from tests.conftest import (
 )
 
 
-def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
-    root = tmp_path / "run"
-    launcher, out = launch(processes, root, "--num_collectors", "2", "--evaluator_nice", "3")
-    code = launcher.wait(timeout=600)
-    output = read(out)
+def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
+    root, output, code = smoke_run  # launch/local.sh ... --num_collectors 2 --evaluator_nice 3
     assert code == 0, output[-3000:]
     assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
     assert "\x1b" not in output and "\r" not in output  # not a TTY: plain lines only
@@ -39,7 +36,7 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     # The launcher warns about the open port when the host has interfaces besides loopback.
     exposed = [name for _, name in socket.if_nameindex() if name != "lo"]
     assert ("warning: the replay server accepts anyone on port" in output) == bool(exposed)
-    assert run_processes_of(tmp_path) == []
+    assert run_processes_of(root) == []
 
     logs = root / "logs"
     assert [done["train_step"] for done in reports(logs / "learner.log", "learner_done")] == [300]
@@ -47,7 +44,7 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
         (done,) = reports(logs / f"collector-{task}.log", "collector_done")
         assert done["items_created"] > 100
         assert done["policy_versions"] >= 2, done  # weights really flow
-        assert done["last_policy_step"] == 300
+        assert done["last_policy_train_step"] == 300
 
     # The launcher lowered the evaluator's priority by --evaluator_nice (from its own).
     (start,) = reports(logs / "evaluator.log", "evaluator_start")
@@ -72,7 +69,11 @@ def test_smoke_run_with_two_collectors(processes, tmp_path, no_leftovers):
     assert env_steps[-1] >= 200
     assert evaluations[-1]["train_step"] == 300
     assert (root / "operative_config.gin").read_text().count("RunConfig.") > 5
-    assert list((root / "train").iterdir()), "no learner checkpoints or summaries"
+    # smoke.gin checkpoints every 150 train steps, and the learner saves at its final step.
+    assert {"ckpt-150.index", "ckpt-300.index"} <= {
+        p.name for p in (root / "checkpoints").iterdir()
+    }
+    assert list((root / "train").iterdir()), "no learner summaries"
 
     # README's snippet loads the greedy policy with TensorFlow alone.
     readme = read(os.path.join(REPO_ROOT, "README.md"))
@@ -121,17 +122,23 @@ def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
 def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(
-        processes, root, "--gin_binding", "RunConfig.num_iterations = 100000", "--max_restarts", "0"
+        processes,
+        root,
+        "--gin_bindings",
+        "RunConfig.num_iterations = 100000",
+        "--max_restarts",
+        "0",
     )
     collector_log = root / "logs" / "collector-0.log"
     wait_for_line(collector_log, "collector_progress", launcher, timeout_s=180)
     (pid,) = [
         int(line.split()[0])
         for line in run_processes_of(root)
-        if "distributed_sac.collector" in line
+        if "distributed_sac.roles.collector" in line
     ]
     os.kill(pid, signal.SIGKILL)
     code = launcher.wait(timeout=60)
     assert code == 1
-    assert last_line(read(out)).startswith("local.sh: error: collector-0 exited with code -9")
+    line = last_line(read(out))
+    assert line.startswith("local.sh: error: collector-0 exited with signal SIGKILL: "), line
     assert run_processes_of(tmp_path) == []

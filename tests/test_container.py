@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SMOKE_GIN, read, reports, start_server
+from tests.conftest import REPO_ROOT, SMOKE_GIN, pid_alive, read, reports, start_server
 
 BUILD = os.path.join(REPO_ROOT, "docker", "build_local.sh")
 IMAGE = "distributed-sac:latest"
@@ -28,7 +28,27 @@ def podman_env():
     exports = subprocess.run(
         [BUILD, "--print-env"], capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()[1:]
-    return dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
+    env = dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
+    remove_stale_containers(dict(os.environ, **env))
+    return env
+
+
+def remove_stale_containers(env) -> None:
+    """Containers left by a test run that was killed (named after a pytest pid now gone)."""
+    names = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    ).stdout.split()
+    stale = [
+        name
+        for name in names
+        if name.startswith("dsac-test-") and not pid_alive(int(name.split("-")[2]))
+    ]
+    if stale:
+        subprocess.run(["podman", "rm", "-f", *stale], capture_output=True, timeout=120, env=env)
 
 
 def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_path, podman_env):
@@ -60,7 +80,7 @@ def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_
                     IMAGE,
                     "python",
                     "-m",
-                    "distributed_sac.collector",
+                    "distributed_sac.roles.collector",
                     "--gin_file=/app/gin/smoke.gin",
                     f"--replay_server_address={address}",
                     f"--task={task}",
@@ -105,7 +125,7 @@ def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_
     for task, name in enumerate(names):
         (done,) = reports(tmp_path / f"{name}.log", "collector_done")
         assert done["task"] == task and done["items_created"] > 50
-        assert done["last_policy_step"] == 300
+        assert done["last_policy_train_step"] == 300
         items.append(done["items_created"])
     print(
         f"image {int(size) / 1e6:.0f} MB; containerised collectors inserted {items} items; "

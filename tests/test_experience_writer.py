@@ -6,9 +6,10 @@ import reverb
 from tf_agents.policies import random_py_policy
 from tf_agents.trajectories import trajectory
 
-from distributed_sac import replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.replay import tables
+from distributed_sac.replay.writer import ExperienceWriter
 from tests.conftest import PENDULUM_GIN
 
 
@@ -43,7 +44,7 @@ def test_pairs_never_span_episodes_and_a_blocked_limiter_never_hangs_the_writer(
     server = reverb.Server(builder.make_tables())
     try:
         client = builder.connect(f"localhost:{server.port}")
-        writer = replay.ExperienceWriter(
+        writer = ExperienceWriter(
             client, builder.make_policy().trajectory_spec, max_pending_items=4
         )
         outcome = {}
@@ -60,6 +61,6 @@ def test_pairs_never_span_episodes_and_a_blocked_limiter_never_hangs_the_writer(
         assert outcome["boundaries"] == 10
         assert writer.items_created == 50
         assert outcome["all_sent"] is False  # the limiter held items back, as it should
-        assert replay.table_size(client) == 20
+        assert tables.table_sizes(client)[tables.EXPERIENCE_TABLE] == 20
     finally:
         server.stop()

@@ -63,7 +63,7 @@ def test_roles_share_the_gin_config_and_find_the_server():
     ]:
         spec = resources[(kind, name)]["spec"]["template"]["spec"]
         args = spec["containers"][0]["args"]
-        assert args[:3] == ["python", "-m", f"distributed_sac.{name.replace('-', '_')}"]
+        assert args[:3] == ["python", "-m", f"distributed_sac.roles.{name.replace('-', '_')}"]
         assert "--gin_file=/etc/distributed_sac/run.gin" in args
         (gin_volume,) = [v for v in spec["volumes"] if v["name"] == "gin"]
         assert gin_volume["configMap"]["name"] == config_map["metadata"]["name"]
@@ -129,7 +129,7 @@ def test_compose_keeps_reverb_internal_and_scales_collectors():
         assert service["command"][:3] == [
             "python",
             "-m",
-            f"distributed_sac.{name.replace('-', '_')}",
+            f"distributed_sac.roles.{name.replace('-', '_')}",
         ]
         assert "--gin_file=/etc/distributed_sac/run.gin" in service["command"]
         mounts = [volume.split(":")[1] for volume in service["volumes"]]

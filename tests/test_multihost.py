@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import SMOKE_GIN, free_port, read, reports, wait_for_line
+from distributed_sac.tools.cluster import ROLE_MODULES
+from tests.conftest import SMOKE_GIN, free_port, pid_alive, read, reports, wait_for_line
 
 SUBNET = "10.213.77"  # inside the namespaces only: the host's own routes never see it
 
@@ -68,9 +69,19 @@ class Hosts:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
 
 
+def remove_stale_namespaces() -> None:
+    """Namespaces left by a test run that was killed (their tag is a pytest pid now gone)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in {word for word in listed.split() if word.startswith("dsac-")}:
+        tag = name.rsplit("-", 1)[-1]
+        if tag.isdigit() and not pid_alive(int(tag)):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
 @pytest.fixture
 def hosts(processes):
-    made = Hosts(f"{os.getpid() % 10000}")
+    remove_stale_namespaces()
+    made = Hosts(str(os.getpid()))
     try:
         yield made
     finally:
@@ -91,7 +102,7 @@ def test_roles_on_separate_hosts_complete_a_run(processes, tmp_path, hosts):
 
     def role(name, module, *args):
         command = ["ip", "netns", "exec", namespaces[name], sys.executable, "-m"]
-        command += [f"distributed_sac.{module}", "--gin_file", SMOKE_GIN, *args]
+        command += [f"distributed_sac.{ROLE_MODULES[module]}", "--gin_file", SMOKE_GIN, *args]
         return processes.start(command, tmp_path / f"{name}.log")
 
     server = role("server", "replay_server", "--port", str(port), "--root_dir", str(root))
@@ -113,7 +124,7 @@ def test_roles_on_separate_hosts_complete_a_run(processes, tmp_path, hosts):
     items = []
     for task in (0, 1):
         (done,) = reports(tmp_path / f"collector{task}.log", "collector_done")
-        assert done["items_created"] > 50 and done["last_policy_step"] == 300
+        assert done["items_created"] > 50 and done["last_policy_train_step"] == 300
         items.append(done["items_created"])
     evaluations = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
     assert evaluations[-1]["train_step"] == 300

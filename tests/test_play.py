@@ -1,4 +1,4 @@
-"""distributed_sac.play: a real smoke run's greedy policy to video, and its bad-input errors."""
+"""distributed_sac.tools.play: a smoke run's greedy policy to video, and its bad-input errors."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ WROTE = re.compile(r"^wrote (.+): (\d+) frames of (\d+)x(\d+) at .* ([\d.]+) ms 
 
 # The .gif case also cuts episodes at 30 steps: the frame rule holds for cut episodes too.
 @pytest.mark.parametrize("extension, max_steps", [(".mp4", None), (".gif", 30)])
-def test_two_episodes_to_video(smoke_run, tmp_path, extension, max_steps):
+def test_two_episodes_to_video(smoke_root, tmp_path, extension, max_steps):
     output = tmp_path / f"minitaur{extension}"
     cap = ["--max_steps_per_episode", str(max_steps)] if max_steps else []
     result = run_tool(
-        "play",
+        "tools.play",
         [
             "--policy_dir",
-            str(smoke_run / "policies" / "greedy_policy"),
+            str(smoke_root / "policies" / "greedy_policy"),
             "--gin_file",
             SMOKE_GIN,
             "--episodes",
@@ -59,9 +59,9 @@ def test_two_episodes_to_video(smoke_run, tmp_path, extension, max_steps):
     )
 
 
-def test_bad_input(smoke_run, tmp_path):
+def test_bad_input(smoke_root, tmp_path):
     """Each bad input: exit code 2 and one line naming it, before any episode is played."""
-    policy = ["--policy_dir", str(smoke_run / "policies" / "greedy_policy")]
+    policy = ["--policy_dir", str(smoke_root / "policies" / "greedy_policy")]
     out = ["--output", str(tmp_path / "v.mp4")]
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
@@ -70,9 +70,9 @@ def test_bad_input(smoke_run, tmp_path):
         (["--policy_dir", str(tmp_path / "missing")] + out, (), "policy_dir not found: "),
         (["--policy_dir", str(empty_dir)] + out, (), "is not a SavedModel policy"),
         (
-            ["--policy_dir", str(smoke_run)] + out,
+            ["--policy_dir", str(smoke_root)] + out,
             (),
-            f"this looks like a root_dir: try --policy_dir {smoke_run}/policies/greedy_policy",
+            f"this looks like a root_dir: try --policy_dir {smoke_root}/policies/greedy_policy",
         ),
         (policy + ["--output", str(locked / "v.mp4")], prefix, "output directory is not writable"),
         (policy + ["--output", str(tmp_path / "no" / "v.mp4")], (), "output directory does not"),
@@ -80,7 +80,7 @@ def test_bad_input(smoke_run, tmp_path):
         (policy + out + ["--episodes", "0"], (), "--episodes must be at least 1, got 0"),
     ]
     for args, command_prefix, expected in cases:
-        result = run_tool("play", ["--gin_file", SMOKE_GIN, *args], 120, command_prefix)
+        result = run_tool("tools.play", ["--gin_file", SMOKE_GIN, *args], 120, command_prefix)
         line = one_error_line(result, "play")
         assert expected in line, (args, line)
         print(line)

@@ -1,4 +1,4 @@
-"""distributed_sac.plot on the metrics.jsonl of a real smoke run, and its bad-input errors."""
+"""distributed_sac.tools.plot on the metrics.jsonl of a real smoke run, and its bad-input errors."""
 
 from __future__ import annotations
 
@@ -31,53 +31,54 @@ def summary(name, runs: list[dict], skipped=0) -> str:
     )
 
 
-def test_one_run_png_has_the_requested_pixel_size(smoke_run, tmp_path):
+def test_one_run_png_has_the_requested_pixel_size(smoke_root, tmp_path):
     output = tmp_path / "returns.png"
     result = run_tool(
-        "plot",
-        ["--root_dir", str(smoke_run), "--output", str(output)]
+        "tools.plot",
+        ["--root_dir", str(smoke_root), "--output", str(output)]
         + ["--width_px", "901", "--height_px", "433", "--title", "smoke"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert png_size(output) == (901, 433)
-    runs = evaluations(smoke_run)
+    runs = evaluations(smoke_root)
     assert len(runs) >= 2 and runs[-1]["train_step"] == 300
     assert result.stdout.splitlines() == [f"wrote {output} (901x433 px)", summary("run", runs)]
     print(result.stdout, f"PNG {output.stat().st_size} bytes", sep="")
 
 
-def test_two_runs_default_size_and_a_cut_line(smoke_run, tmp_path):
+def test_two_runs_default_size_and_a_cut_line(smoke_root, tmp_path):
     # A second run: the first two evaluations, then a line cut short by a kill mid-write.
     other = tmp_path / "other"
     (other / "eval").mkdir(parents=True)
-    lines = read(smoke_run / "eval" / "metrics.jsonl").splitlines()
+    lines = read(smoke_root / "eval" / "metrics.jsonl").splitlines()
     (other / "eval" / "metrics.jsonl").write_text("\n".join(lines[:2]) + '\n{"train_step": 3')
     output = tmp_path / "both.png"
     result = run_tool(
-        "plot", ["--root_dir", str(smoke_run), "--root_dir", str(other), "--output", str(output)]
+        "tools.plot",
+        ["--root_dir", str(smoke_root), "--root_dir", str(other), "--output", str(output)],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert png_size(output) == (1200, 500)
     assert result.stdout.splitlines() == [
         f"wrote {output} (1200x500 px)",
-        summary("run", evaluations(smoke_run)),
-        summary("other", evaluations(smoke_run)[:2], skipped=1),
+        summary("run", evaluations(smoke_root)),
+        summary("other", evaluations(smoke_root)[:2], skipped=1),
     ]
     print(result.stdout)
 
 
 @pytest.mark.parametrize("extension, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF")])
-def test_vector_formats(smoke_run, tmp_path, extension, magic):
+def test_vector_formats(smoke_root, tmp_path, extension, magic):
     output = tmp_path / f"returns{extension}"
-    result = run_tool("plot", ["--root_dir", str(smoke_run), "--output", str(output)])
+    result = run_tool("tools.plot", ["--root_dir", str(smoke_root), "--output", str(output)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert output.read_bytes().startswith(magic)
     assert result.stdout.splitlines()[0] == f"wrote {output}"
 
 
-def test_bad_input(smoke_run, tmp_path):
+def test_bad_input(smoke_root, tmp_path):
     """Each bad input: exit code 2 and one line naming it."""
-    good = ["--root_dir", str(smoke_run)]
+    good = ["--root_dir", str(smoke_root)]
     out = ["--output", str(tmp_path / "r.png")]
     empty_dir = tmp_path / "fresh"
     empty_dir.mkdir()
@@ -95,7 +96,7 @@ def test_bad_input(smoke_run, tmp_path):
         (out, (), "plot needs at least one --root_dir"),
     ]
     for args, command_prefix, expected in cases:
-        result = run_tool("plot", args, timeout_s=120, prefix=command_prefix)
+        result = run_tool("tools.plot", args, timeout_s=120, prefix=command_prefix)
         line = one_error_line(result, "plot")
         assert expected in line, (args, line)
         print(line)

@@ -28,7 +28,7 @@ def test_mirrored_learner_trains_and_pushes_weights_a_collector_pulls(processes,
     assert len(losses) >= 5 and all(math.isfinite(loss) for loss in losses)
     assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [300]
     (done,) = reports(collector_log, "collector_done")
-    assert done["last_policy_step"] == 300 and done["policy_versions"] >= 2
+    assert done["last_policy_train_step"] == 300 and done["policy_versions"] >= 2
     assert 0 <= done["task"] < 1_000_000
 
 

@@ -6,7 +6,6 @@ import tensorflow as tf
 from tf_agents.policies import random_py_policy
 from tf_agents.trajectories import trajectory
 
-from distributed_sac import replay
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.transitions import TransitionPacking
@@ -53,12 +52,11 @@ def test_learner_dataset_yields_the_pairs_collectors_wrote():
         ["RunConfig.initial_collect_steps = 10", "RunConfig.batch_size = 16"],
     )
     builder = Builder(config)
-    spec = builder.make_policy().trajectory_spec
     server = reverb.Server(builder.make_tables())
     try:
         address = f"localhost:{server.port}"
         client = builder.connect(address)
-        writer = replay.ExperienceWriter(client, spec)
+        writer = builder.make_experience_writer(client)
         steps = _trajectories(builder, 250)  # smoke episodes end at 100 steps
         for traj in steps:
             writer.write(traj)
@@ -66,7 +64,7 @@ def test_learner_dataset_yields_the_pairs_collectors_wrote():
         written_pairs = {_pair_key(a, b) for a, b in zip(steps, steps[1:]) if not a.is_boundary()}
         assert writer.items_created == len(written_pairs) == 247
 
-        experience, _ = next(iter(builder.make_dataset(address, spec)))
+        experience, _ = next(iter(builder.make_dataset(address)))
         assert experience.observation.shape == (16, 2, 28)
         assert experience.step_type.dtype == tf.int32
         for i in range(16):

@@ -1,6 +1,7 @@
 """Plots AverageReturn from the evaluator's metrics.jsonl of one or more runs into one figure.
 
-    python -m distributed_sac.plot --root_dir runs/a [--root_dir runs/b ...] --output returns.png
+    python -m distributed_sac.tools.plot --root_dir runs/a [--root_dir runs/b ...] \
+        --output returns.png
 
 Left panel: AverageReturn against train step; right panel: against wall time, in minutes since
 each run's first evaluation. One line per run, labelled by its root_dir's base name, with a
@@ -9,14 +10,13 @@ marker at every evaluation. Needs json and matplotlib only (no TensorFlow), so i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 from absl import flags
 
-from distributed_sac import entrypoint
-from distributed_sac.config import UserError
+from distributed_sac import entrypoint, evaluation, layout
+from distributed_sac.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string(
@@ -29,44 +29,25 @@ flags.DEFINE_integer("height_px", 500, "Figure height in pixels (at --dpi).")
 flags.DEFINE_integer("dpi", 100, "Dots per inch: a PNG is exactly width_px x height_px pixels.")
 
 OUTPUT_EXTENSIONS = (".png", ".svg", ".pdf")
-METRICS_FILE = os.path.join("eval", "metrics.jsonl")
-REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
+METRICS_FILE = os.path.join(layout.EVAL, layout.METRICS)
 
 
-def read_evaluations(root_dir: str) -> tuple[list[dict], int]:
-    """(evaluations in file order, number of unreadable lines skipped) of a run.
-
-    A line cut short by a kill mid-write, or one without the needed keys, is skipped; a run with
-    no readable evaluation is a UserError.
-    """
+def read_run(root_dir: str) -> tuple[list[dict], int]:
+    """(evaluations in file order, number of unreadable lines skipped) of a run (see
+    evaluation.read_evaluations); a run with no readable evaluation is a UserError."""
     if not os.path.exists(root_dir):
         raise UserError(f"root_dir not found: {root_dir}")
     if not os.path.isdir(root_dir):
         raise UserError(f"root_dir is not a directory: {root_dir}")
-    path = os.path.join(root_dir, METRICS_FILE)
+    path = layout.RunDir(root_dir).metrics
     if not os.path.isfile(path):
         raise UserError(f"no evaluations yet in {root_dir} (no {METRICS_FILE})")
-    evaluations, skipped = [], 0
     try:
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
+        evaluations, skipped = evaluation.read_evaluations(path)
+    except OSError as error:
         raise UserError(f"cannot read {path}: {error}") from None
-    if not lines:
+    if not evaluations and not skipped:
         raise UserError(f"no evaluations yet in {root_dir} ({METRICS_FILE} is empty)")
-    for line in lines:
-        try:
-            evaluation = json.loads(line)
-            evaluations.append(
-                {
-                    **evaluation,
-                    "train_step": int(evaluation["train_step"]),
-                    "AverageReturn": float(evaluation["AverageReturn"]),
-                    "wall_time": float(evaluation["wall_time"]),
-                }
-            )
-        except (ValueError, KeyError, TypeError):
-            skipped += 1
     if not evaluations:
         raise UserError(f"no readable evaluation in {path} ({skipped} lines, none valid)")
     return evaluations, skipped
@@ -124,7 +105,7 @@ def main() -> None:
     output = entrypoint.check_output_path(FLAGS.output, OUTPUT_EXTENSIONS)
     runs = []
     for root_dir in FLAGS.root_dir:
-        evaluations, skipped = read_evaluations(root_dir)
+        evaluations, skipped = read_run(root_dir)
         runs.append((root_dir, evaluations, skipped))
     draw(
         [(run_label(root_dir), with_minutes(evaluations)) for root_dir, evaluations, _ in runs],

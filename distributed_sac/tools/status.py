@@ -1,4 +1,4 @@
-"""`python -m distributed_sac.status`: one screen on a running cluster.
+"""`python -m distributed_sac.tools.status`: one screen on a running cluster.
 
 Reads the replay server (table sizes, insert and sample rates, the learner's train step from the
 pushed weights) and, with --root_dir, the roles' logs (each collector's policy step and lag) and
@@ -14,8 +14,9 @@ import time
 
 from absl import flags
 
-from distributed_sac import cli
-from distributed_sac.config import UserError, first_line
+from distributed_sac import cli, evaluation, reports
+from distributed_sac.errors import UserError
+from distributed_sac.layout import RunDir
 
 flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-C.")
 flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
@@ -33,20 +34,18 @@ def _ago(unix_time: float) -> str:
 
 def collectors_lines(root_dir: str) -> list[str]:
     """One line per collector log under <root_dir>/logs: its latest progress report."""
-    from distributed_sac import monitor
-
     lines = []
-    for path in sorted(glob.glob(os.path.join(root_dir, "logs", "collector-*.log"))):
-        reports = monitor.read_reports(path, "collector_progress", "collector_done")
+    for path in sorted(glob.glob(os.path.join(RunDir(root_dir).logs, "collector-*.log"))):
+        found = reports.read_reports(path, "collector_progress", "collector_done")
         name = os.path.basename(path)[: -len(".log")]
-        if not reports:
+        if not found:
             lines.append(f"  {name}: no progress yet")
             continue
-        event, last = reports[-1]
+        event, last = found[-1]
         state = "done" if event == "collector_done" else _ago(last["unix_time"])
-        policy_step = last.get("policy_step", last.get("last_policy_step"))
+        policy_train_step = last.get("policy_train_step", last.get("last_policy_train_step"))
         lines.append(
-            f"  {name}: env_steps {last['env_steps']:,}  policy step {policy_step}  "
+            f"  {name}: env_steps {last['env_steps']:,}  policy train step {policy_train_step}  "
             f"lag {_fmt(last.get('policy_lag'))}  "
             f"{_fmt(last.get('env_steps_per_s'))} env steps/s  ({state})"
         )
@@ -54,7 +53,7 @@ def collectors_lines(root_dir: str) -> list[str]:
 
 
 def render(address: str, before: dict, after: dict, root_dir: str | None) -> str:
-    from distributed_sac import monitor
+    from distributed_sac.tools import monitor
 
     rates = monitor.rates(before, after)
     sizes, capacities = after["table_sizes"], after["table_capacities"]
@@ -69,9 +68,9 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
         f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item",
     ]
     if root_dir is not None:
-        lines.append(f"collectors (from {os.path.join(root_dir, 'logs')}):")
+        lines.append(f"collectors (from {RunDir(root_dir).logs}):")
         lines += collectors_lines(root_dir) or ["  no collector logs"]
-        evaluations = monitor.read_evaluations(os.path.join(root_dir, "eval", "metrics.jsonl"))
+        evaluations, _ = evaluation.read_evaluations(RunDir(root_dir).metrics)
         if evaluations:
             last = evaluations[-1]
             lines.append(
@@ -87,7 +86,8 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
 def main() -> None:
     from absl import logging
 
-    from distributed_sac import monitor, replay
+    from distributed_sac.replay.connection import Reconnecting, connect
+    from distributed_sac.tools import monitor
 
     root_dir = FLAGS.root_dir
     if root_dir is not None and not os.path.isdir(root_dir):
@@ -96,12 +96,13 @@ def main() -> None:
         raise UserError("--interval_s must be positive")
     logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
     address = FLAGS.replay_server_address
-    client = replay.connect(address, FLAGS.timeout_s)
+    # A server that goes away is waited for up to --timeout_s, then a one-line error.
+    server = Reconnecting("status", lambda: connect(address, FLAGS.timeout_s))
     try:
-        before = monitor.server_counters(client)
+        before = server.call(monitor.server_counters)
         while True:
             time.sleep(FLAGS.interval_s)
-            after = monitor.server_counters(client)
+            after = server.call(monitor.server_counters)
             screen = render(address, before, after, root_dir)
             if not FLAGS.watch:
                 print(screen, flush=True)
@@ -111,10 +112,6 @@ def main() -> None:
             before = after
     except KeyboardInterrupt:
         return
-    except Exception as error:
-        if not replay.is_connection_error(error):
-            raise
-        raise UserError(f"lost the replay server at {address}: {first_line(error)}") from None
 
 
 def run() -> None:

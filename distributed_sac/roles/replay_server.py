@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import threading
@@ -10,9 +9,11 @@ import time
 
 from absl import flags, logging
 
-from distributed_sac import cli, replay
+from distributed_sac import cli
 from distributed_sac.builder import Builder
-from distributed_sac.config import UserError, first_line
+from distributed_sac.errors import UserError, first_line
+from distributed_sac.replay import tables
+from distributed_sac.reports import report
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")
 flags.DEFINE_integer("status_interval_s", 30, "Seconds between table-size log lines.")
@@ -29,16 +30,13 @@ def _check_port_free(port: int) -> None:
             raise UserError(f"cannot listen on port {port}: {error.strerror}") from None
 
 
-REVERB_CHECKPOINT_DIR = "reverb"
-
-
 def _checkpoint(client) -> None:
     # Read before the checkpoint: tables only grow (or stay full), so these sizes are at most
     # what the checkpoint holds; read after, they could count items inserted since.
-    sizes = replay.describe_tables(client)
+    sizes = tables.table_sizes(client)
     started = time.monotonic()
     path = client.checkpoint()
-    cli.report(
+    report(
         "replay_checkpoint",
         path=path,
         table_sizes=sizes,
@@ -46,44 +44,50 @@ def _checkpoint(client) -> None:
     )
 
 
+def _start_server(config, port: int, run_dir):
+    """The Reverb server; with a run dir, it restores the newest checkpoint in <root>/reverb
+    (Reverb loads it on start and keeps only the newest on save)."""
+    import reverb
+
+    checkpointer = None
+    if run_dir is not None:
+        checkpointer = reverb.checkpointers.DefaultCheckpointer(path=run_dir.reverb)
+    else:
+        logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
+    try:
+        return reverb.Server(Builder(config).make_tables(), port=port, checkpointer=checkpointer)
+    except ValueError as error:
+        raise UserError(f"cannot listen on port {port}: {error}") from None
+    except Exception as error:  # a checkpoint from another config, or an unreadable one
+        raise UserError(f"cannot load the Reverb checkpoint: {first_line(error)}") from None
+
+
 def main() -> None:
     import reverb
 
     config = cli.load_config()
     _check_port_free(FLAGS.port)
-    tables = Builder(config).make_tables()
-    checkpointer = None
-    if cli.FLAGS.root_dir:
-        # Reverb loads the newest checkpoint here on start and keeps only the newest on save.
-        checkpoint_dir = os.path.join(cli.FLAGS.root_dir, REVERB_CHECKPOINT_DIR)
-        checkpointer = reverb.checkpointers.DefaultCheckpointer(path=checkpoint_dir)
-    else:
-        logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
-    try:
-        server = reverb.Server(tables, port=FLAGS.port, checkpointer=checkpointer)
-    except ValueError as error:
-        raise UserError(f"cannot listen on port {FLAGS.port}: {error}") from None
-    except Exception as error:  # a checkpoint from another config, or an unreadable one
-        raise UserError(f"cannot load the Reverb checkpoint: {first_line(error)}") from None
+    run_dir = cli.run_dir("replay_server", required=False)
+    server = _start_server(config, FLAGS.port, run_dir)
     client = reverb.Client(f"localhost:{FLAGS.port}")
-    cli.report("replay_server_ready", port=FLAGS.port, table_sizes=replay.describe_tables(client))
+    report("replay_server_ready", port=FLAGS.port, table_sizes=tables.table_sizes(client))
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     last_checkpoint = last_status = time.monotonic()
+    interval = config.replay_checkpoint_interval_s
     while not stop.wait(1.0):
         now = time.monotonic()
-        interval = config.replay_checkpoint_interval_s
-        if checkpointer is not None and interval > 0 and now - last_checkpoint >= interval:
+        if run_dir is not None and interval > 0 and now - last_checkpoint >= interval:
             _checkpoint(client)
             last_checkpoint = now
         if now - last_status >= FLAGS.status_interval_s:
-            logging.info("table sizes: %s", replay.describe_tables(client))
+            logging.info("table sizes: %s", tables.table_sizes(client))
             last_status = now
-    if checkpointer is not None:
+    if run_dir is not None:
         _checkpoint(client)
-    logging.info("stopping replay server; final table sizes: %s", replay.describe_tables(client))
+    logging.info("stopping replay server; final table sizes: %s", tables.table_sizes(client))
     server.stop()
 
 

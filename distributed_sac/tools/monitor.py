@@ -1,15 +1,13 @@
-"""Reading a running cluster from outside: the server's counters and the roles' report lines.
+"""Reading a running cluster from outside: the server's counters, rates and replay summaries.
 
 The launcher, `status` and the benchmarks use these; nothing here changes what the roles do.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
-from distributed_sac import replay
+from distributed_sac.replay import tables, weights
 
 
 def server_counters(client, timeout_s: int = 30) -> dict:
@@ -17,18 +15,14 @@ def server_counters(client, timeout_s: int = 30) -> dict:
     since the server started), and the train step of the newest pushed weights (None before the
     first push)."""
     info = client.server_info(timeout=timeout_s)
-    experience = info[replay.EXPERIENCE_TABLE]
-    train_step = None
-    if info[replay.VARIABLES_TABLE].current_size:
-        sample = next(client.sample(replay.VARIABLES_TABLE, num_samples=1, emit_timesteps=False))
-        train_step = int(sample.data[-1][0])  # flattened {policy_variables, train_step}: last
+    experience = info[tables.EXPERIENCE_TABLE]
     return {
         "time": time.monotonic(),
         "table_sizes": {name: table.current_size for name, table in info.items()},
         "table_capacities": {name: table.max_size for name, table in info.items()},
         "inserts": experience.rate_limiter_info.insert_stats.completed,
         "samples": experience.rate_limiter_info.sample_stats.completed,
-        "train_step": train_step,
+        "train_step": weights.newest_train_step(client, timeout_s),
     }
 
 
@@ -82,7 +76,7 @@ class ReplayMonitor:
         self._previous = counters
         if counters["train_step"] is not None:
             summaries = {
-                "Replay/table_size": counters["table_sizes"][replay.EXPERIENCE_TABLE],
+                "Replay/table_size": counters["table_sizes"][tables.EXPERIENCE_TABLE],
                 "Replay/inserts_per_s": figures.get("inserts_per_s"),
                 "Replay/samples_per_s": figures.get("samples_per_s"),
                 "Replay/updates_per_insert": figures.get("updates_per_insert"),
@@ -93,35 +87,3 @@ class ReplayMonitor:
                         tf.summary.scalar(name, value)
             self._writer.flush()
         return figures
-
-
-def parse_reports(text: str, *events: str) -> list[tuple[str, dict]]:
-    """(event, fields) of each report line (see cli.report) of the given events in `text`."""
-    found = []
-    for line in text.splitlines():
-        for event in events:
-            marker = f" {event} {{"
-            if marker in line:
-                found.append((event, json.loads(line[line.index(marker) + len(marker) - 1 :])))
-    return found
-
-
-def read_reports(path: str, *events: str) -> list[tuple[str, dict]]:
-    if not os.path.exists(path):
-        return []
-    with open(path, errors="replace") as f:
-        return parse_reports(f.read(), *events)
-
-
-def read_evaluations(metrics_path: str) -> list[dict]:
-    """The complete lines of an evaluator's metrics.jsonl."""
-    if not os.path.exists(metrics_path):
-        return []
-    evaluations = []
-    with open(metrics_path) as f:
-        for line in f:
-            try:
-                evaluations.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut short by a kill mid-write
-    return evaluations

@@ -1,6 +1,6 @@
 """Plays a saved greedy policy in the environment and records a video, headless.
 
-    python -m distributed_sac.play --policy_dir runs/x/policies/greedy_policy --episodes 3 \
+    python -m distributed_sac.tools.play --policy_dir runs/x/policies/greedy_policy --episodes 3 \
         --output minitaur.mp4
 
 The policy is a TF-Agents SavedModel written by the learner (policy_export.PolicyExporter); the
@@ -22,7 +22,9 @@ import numpy as np
 from absl import flags
 
 from distributed_sac import cli, entrypoint
-from distributed_sac.config import BUNDLED_GIN_DIR, UserError, first_line, load_gin
+from distributed_sac.config import BUNDLED_GIN_DIR, load_gin
+from distributed_sac.errors import UserError, first_line
+from distributed_sac.layout import RunDir
 
 # Gym's classic-control tasks draw with pygame, which wants a display and a sound card; its
 # dummy drivers render off-screen (pybullet tasks do not need them).
@@ -192,7 +194,7 @@ def check_policy_dir(policy_dir: str) -> None:
         for name in ("saved_model.pb", "saved_model.pbtxt")
     ):
         hint = ""
-        greedy = os.path.join(policy_dir, "policies", "greedy_policy")
+        greedy = RunDir(policy_dir).greedy_policy
         if os.path.isdir(greedy):
             hint = f"; this looks like a root_dir: try --policy_dir {greedy}"
         raise UserError(f"{policy_dir} is not a SavedModel policy (no saved_model.pb){hint}")
@@ -280,7 +282,7 @@ def main() -> None:
     if not policy_dir:
         if not FLAGS.root_dir:
             raise UserError("play needs --policy_dir (or --root_dir, to play its greedy policy)")
-        policy_dir = os.path.join(FLAGS.root_dir, "policies", "greedy_policy")
+        policy_dir = RunDir(FLAGS.root_dir).greedy_policy
     check_policy_dir(policy_dir)
     config = load_gin(FLAGS.gin_file or [DEFAULT_GIN_FILE], FLAGS.gin_bindings)
     cli.set_tf_threads(config.actor_tf_threads)

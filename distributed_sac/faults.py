@@ -1,0 +1,15 @@
+"""Test-only faults, bound in gin by the fault-tolerance tests; never set in a real run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class FaultInjection:
+    # After the chunk of train steps that reaches this step, the learner sets its actor's weights
+    # to NaN, so the next loss is NaN.
+    nan_weights_at_step: int | None = None

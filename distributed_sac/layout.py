@@ -1,0 +1,89 @@
+"""Where a run's files live under its root_dir, named once for every role, tool and test.
+
+operative_config.gin   the config the learner actually used
+logs/<role>.log        each role's output, captured by the launcher
+checkpoints/           learner checkpoints (strict restore)
+train/                 learner TensorBoard summaries (TF-Agents' Learner writes them there)
+policies/              SavedModels: greedy_policy/, collect_policy/
+collect/<task>/        collector summaries
+eval/                  evaluator summaries and metrics.jsonl (one JSON object per evaluation)
+reverb/                replay server checkpoints
+replay/                replay summaries (the launcher's monitor)
+"""
+
+from __future__ import annotations
+
+import os
+
+OPERATIVE_CONFIG = "operative_config.gin"
+LOGS = "logs"
+CHECKPOINTS = "checkpoints"
+TRAIN = "train"  # tf_agents.train.learner.TRAIN_DIR
+POLICIES = "policies"  # tf_agents.train.learner.POLICY_SAVED_MODEL_DIR
+GREEDY_POLICY = "greedy_policy"
+COLLECT_POLICY = "collect_policy"
+COLLECT = "collect"
+EVAL = "eval"
+METRICS = "metrics.jsonl"
+REVERB = "reverb"
+REPLAY = "replay"
+
+
+class RunDir:
+    """The paths of one run directory."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def _join(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def operative_config(self) -> str:
+        return self._join(OPERATIVE_CONFIG)
+
+    @property
+    def logs(self) -> str:
+        return self._join(LOGS)
+
+    def log(self, role: str) -> str:
+        return self._join(LOGS, f"{role}.log")
+
+    @property
+    def checkpoints(self) -> str:
+        return self._join(CHECKPOINTS)
+
+    @property
+    def train(self) -> str:
+        return self._join(TRAIN)
+
+    @property
+    def policies(self) -> str:
+        return self._join(POLICIES)
+
+    @property
+    def greedy_policy(self) -> str:
+        return self._join(POLICIES, GREEDY_POLICY)
+
+    @property
+    def collect_policy(self) -> str:
+        return self._join(POLICIES, COLLECT_POLICY)
+
+    def collect(self, task: int) -> str:
+        return self._join(COLLECT, str(task))
+
+    @property
+    def eval(self) -> str:
+        return self._join(EVAL)
+
+    @property
+    def metrics(self) -> str:
+        return self._join(EVAL, METRICS)
+
+    @property
+    def reverb(self) -> str:
+        return self._join(REVERB)
+
+    @property
+    def replay(self) -> str:
+        return self._join(REPLAY)

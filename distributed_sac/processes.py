@@ -1,0 +1,139 @@
+"""Starting and stopping processes: every role, benchmark part and test process goes through here.
+
+A process started here gets SIGTERM from the kernel when its parent dies (so a launcher, a
+benchmark or pytest killed outright leaves nothing behind), runs in its own session (a Ctrl-C
+reaches the parent only, which stops its children in order), and is stopped with SIGTERM, a
+bounded wait, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+from distributed_sac.reports import ReportTail, failure_line
+
+_PR_SET_PDEATHSIG = 1
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def die_with_parent() -> None:
+    """A preexec_fn: the kernel sends this process SIGTERM when its parent dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def describe_exit(code: int) -> str:
+    """'code 1', or for a process killed by a signal, 'signal SIGKILL'."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+class Process:
+    """A started command with its output appended to a log file (or written to an open fd)."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log: str | int,
+        env: dict | None = None,
+        cwd: str = REPO_ROOT,
+        name: str | None = None,
+    ):
+        self.args = list(args)
+        self.name = name or os.path.basename(self.args[0])
+        self.log_path = log if isinstance(log, str) else None
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+        output = open(log, "ab") if isinstance(log, str) else log
+        try:
+            # Logs are appended across restarts: read only this process's part of the file.
+            self.log_offset = output.tell() if isinstance(log, str) else 0
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if isinstance(log, str):
+                output.close()
+        self._tail = ReportTail(self.log_path, self.log_offset) if self.log_path else None
+
+    @classmethod
+    def module(cls, module: str, args: Sequence[str], log: str | int, **kwargs) -> Process:
+        """`python -m distributed_sac.<module> args`."""
+        name = kwargs.pop("name", module.rsplit(".", 1)[-1])
+        command = [sys.executable, "-m", f"distributed_sac.{module}", *args]
+        return cls(command, log, name=name, **kwargs)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def output(self) -> str:
+        """What this process has written to its log so far."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
+
+    def new_reports(self, *events: str) -> list[tuple[str, dict]]:
+        """The reports of `events` this process wrote since the last call."""
+        return self._tail.new_reports(*events)
+
+    def failure(self, program: str | None = None) -> str:
+        """Its one-line error or the last line of its traceback (see reports.failure_line)."""
+        return failure_line(self.output(), program or self.name)
+
+    def send_signal(self, signum: int = signal.SIGTERM, group: bool = False) -> None:
+        """Sends `signum` to the process (or its whole process group) if it still runs."""
+        if self.poll() is not None:
+            return
+        try:
+            if group:
+                os.killpg(self.pid, signum)
+            else:
+                self.popen.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop(processes: Iterable[Process], grace_s: float, group: bool = False) -> None:
+    """SIGTERM to each, then waits at most `grace_s` in all, then SIGKILL to what is left.
+    `group`: signal each process's whole process group (its children too)."""
+    processes = list(processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM, group)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL, group)
+            process.wait()
+        if group:  # children that outlived their group leader
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -1,0 +1,2 @@
+"""Reverb plumbing: the tables (tables), reaching the server (connection), writing experience
+(writer) and moving weights (weights)."""

@@ -1,0 +1,115 @@
+"""Evaluator role: runs the greedy policy on fresh weights every eval_interval train steps."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from absl import flags, logging
+
+from distributed_sac import cli, evaluation
+from distributed_sac.builder import Builder
+from distributed_sac.errors import UserError
+from distributed_sac.replay import tables
+from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.reports import report
+
+flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
+flags.DEFINE_integer(
+    "nice",
+    0,
+    "Niceness added to this process. Above 0, on cores shared with the learner and collectors, "
+    "evaluation yields to them; an evaluation that falls behind scores the newest weights.",
+)
+FLAGS = flags.FLAGS
+
+
+def last_evaluated_step(metrics_path: str) -> int | None:
+    """The train step of the last complete line of metrics.jsonl (a restarted evaluator goes on
+    from there); None when there is none."""
+    evaluations, _ = evaluation.read_evaluations(metrics_path)
+    return evaluations[-1]["train_step"] if evaluations else None
+
+
+def is_due(step: int, last_evaluated: int | None, config) -> bool:
+    """Weights of `step` are evaluated when they cross an eval_interval boundary, or are the
+    final step's."""
+    if last_evaluated is None:
+        return True
+    if step >= config.num_iterations > last_evaluated:
+        return True
+    return step // config.eval_interval > last_evaluated // config.eval_interval
+
+
+def _write(run_dir, summaries, result: dict) -> None:
+    import tensorflow as tf
+
+    if not math.isfinite(result["AverageReturn"]):
+        logging.warning("non-finite AverageReturn at train_step %d", result["train_step"])
+    evaluation.append_evaluation(run_dir.metrics, result)
+    with summaries.as_default(step=result["train_step"]):
+        tf.summary.scalar("Metrics/AverageReturn", result["AverageReturn"])
+        tf.summary.scalar("Metrics/AverageEpisodeLength", result["AverageEpisodeLength"])
+    summaries.flush()
+    report("evaluation", **result)
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    config = cli.load_config()
+    if FLAGS.nice < 0:
+        raise UserError(f"--nice must not be negative, got {FLAGS.nice}")
+    os.nice(FLAGS.nice)
+    cli.set_tf_threads(config.actor_tf_threads)
+    run_dir = cli.run_dir("evaluator")
+    builder = Builder(config)
+    env = evaluation.make_eval_env(builder)
+    greedy = builder.make_acting_policy(greedy=True)
+    server = Reconnecting(
+        "evaluator",
+        lambda: (
+            builder.make_weight_client(cli.variables_address(), greedy.tf_variables),
+            builder.connect(cli.FLAGS.replay_server_address, (tables.EXPERIENCE_TABLE,)),
+        ),
+    )
+    os.makedirs(run_dir.eval, exist_ok=True)
+    summaries = tf.summary.create_file_writer(run_dir.eval)
+    last_evaluated = last_evaluated_step(run_dir.metrics)
+    report("evaluator_start", nice=os.nice(0))
+    if last_evaluated is not None:
+        report("evaluator_resumed", last_evaluated=last_evaluated)
+    while last_evaluated is None or last_evaluated < config.num_iterations:
+        try:
+            weights, experience = server.parts
+            step, pulled_time = weights.pull(), time.time()
+            env_steps = tables.items_inserted(experience)
+        except Exception as error:
+            server.recover(error)
+            continue
+        if step is None or not is_due(step, last_evaluated, config):
+            time.sleep(FLAGS.poll_interval_s)
+            continue
+        greedy.sync()
+        result = {
+            "train_step": step,
+            # Experience items on the server when the weights were pulled: the environment steps
+            # behind this policy (see tables.items_inserted; from 0 after a server restart).
+            "env_steps": env_steps,
+            **evaluation.run_episodes(env, greedy, config.num_eval_episodes),
+            "weights_time": pulled_time,  # when the evaluated weights were pulled
+            "wall_time": time.time(),  # when the evaluation finished
+        }
+        _write(run_dir, summaries, result)
+        last_evaluated = step
+    env.close()
+    report("evaluator_done", last_evaluated=last_evaluated)
+
+
+def run() -> None:
+    cli.run_role("evaluator", main)
+
+
+if __name__ == "__main__":
+    run()

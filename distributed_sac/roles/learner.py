@@ -1,0 +1,258 @@
+"""Learner role: SAC over the Reverb dataset; pushes weights, checkpoints, saves policies."""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import sys
+import time
+
+from absl import flags, logging
+
+import gin
+from distributed_sac import cli
+from distributed_sac.builder import Builder
+from distributed_sac.errors import UserError
+from distributed_sac.faults import FaultInjection
+from distributed_sac.replay import tables
+from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.reports import report
+from distributed_sac.strategy import STRATEGIES, make_strategy
+from distributed_sac.triggers import IntervalTrigger
+
+flags.DEFINE_enum("strategy", "cpu", list(STRATEGIES), "tf.distribute strategy.")
+flags.DEFINE_string("tpu", None, "TPU address, with --strategy tpu.")
+flags.DEFINE_integer(
+    "mirrored_cpu_devices", 2, "Logical CPU devices for --strategy mirrored on a host without GPUs."
+)
+FLAGS = flags.FLAGS
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT; the loop checkpoints and exits after the current chunk."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._request)
+
+    def _request(self, signum, _frame):
+        logging.info(
+            "got %s; stopping after this chunk of train steps", signal.Signals(signum).name
+        )
+        self.requested = True
+
+
+def policy_summaries(agent, train_step, summary_interval: int):
+    """An after-train-step hook writing SAC's alpha and the policy's entropy (on the batch just
+    trained on) every `summary_interval` steps; TF-Agents writes only the three losses."""
+    import tensorflow as tf
+    from tf_agents.trajectories import time_step as ts
+
+    def write(experience):
+        first = tf.nest.map_structure(lambda t: t[:, 0], experience)
+        time_steps = ts.TimeStep(first.step_type, first.reward, first.discount, first.observation)
+        # SacAgent has no public accessors for these; TF-Agents is pinned (0.19).
+        _, log_pi = agent._actions_and_log_probs(time_steps, training=False)
+        with tf.compat.v1.name_scope(None):  # tags without the loop's "while/cond/" scope
+            tf.summary.scalar("Policy/alpha", tf.exp(agent._log_alpha), step=train_step)
+            tf.summary.scalar("Policy/entropy", -tf.reduce_mean(log_pi), step=train_step)
+        return tf.constant(True)
+
+    def after_step(experience_and_info, _loss_info):
+        if summary_interval <= 0:
+            return
+        experience, _ = experience_and_info
+        tf.cond(
+            tf.equal(train_step % summary_interval, 0),
+            lambda: write(experience),
+            lambda: tf.constant(False),
+        )
+
+    return after_step
+
+
+class ProgressLog:
+    """Trigger action: a learner_progress report and Throughput/TrainStepsPerSecond."""
+
+    def __init__(self, summary_writer, train_step: int):
+        self._summary_writer = summary_writer
+        self._window_start, self._window_step = time.monotonic(), train_step
+
+    def __call__(self, train_step: int, loss: float) -> None:
+        import tensorflow as tf
+
+        now = time.monotonic()
+        rate = (train_step - self._window_step) / max(now - self._window_start, 1e-9)
+        report("learner_progress", train_step=train_step, loss=loss, steps_per_s=round(rate, 2))
+        with self._summary_writer.as_default(step=train_step):
+            tf.summary.scalar("Throughput/TrainStepsPerSecond", rate)
+        self._window_start, self._window_step = now, train_step
+
+
+class Training:
+    """Runs the Learner in chunks of weight_push_interval train steps. After each chunk it checks
+    loss and weights for NaN/inf, and only then pushes weights and calls the triggers, so nothing
+    from a diverged step leaves the process."""
+
+    def __init__(self, learner, agent, checkpoints, weights, triggers, faults):
+        self._learner, self._agent, self._checkpoints = learner, agent, checkpoints
+        self._weights, self._triggers, self._faults = weights, triggers, faults
+
+    def _diverged(self, what: str) -> UserError:
+        return UserError(
+            f"training diverged at train_step {int(self._agent.train_step_counter.numpy())}: "
+            f"{what}; no weights from it were pushed or saved (last good checkpoint: "
+            f"{self._checkpoints.latest})"
+        )
+
+    def _run_chunk(self, iterations: int) -> float:
+        import tensorflow as tf
+
+        try:
+            loss = float(self._learner.run(iterations=iterations).loss)
+        except tf.errors.InvalidArgumentError as error:
+            # SAC's own CheckNumerics on its losses, e.g. "Critic loss is inf or nan."
+            which = re.search(r"(\w+) loss is inf or nan", str(error))
+            if which is None:
+                raise
+            raise self._diverged(f"loss is NaN or inf ({which.group(1).lower()} loss)") from None
+        if not math.isfinite(loss):
+            raise self._diverged(f"loss is {loss}")
+        if not all(
+            bool(tf.reduce_all(tf.math.is_finite(v)))
+            for v in self._agent.variables
+            if v.dtype.is_floating
+        ):
+            raise self._diverged("weights are NaN or inf")
+        return loss
+
+    def run(self, step: int, final_step: int, chunk: int, stop: StopRequest) -> int:
+        """Trains from `step` until `final_step` or a stop request; the step reached."""
+        while step < final_step and not stop.requested:
+            loss = self._run_chunk(min(chunk, final_step - step))
+            previous, step = step, int(self._agent.train_step_counter.numpy())
+            self._weights.call(lambda weights: weights.push())
+            for trigger in self._triggers:
+                trigger(previous, step, loss)
+            nan_step = self._faults.nan_weights_at_step
+            if nan_step is not None and previous < nan_step <= step:
+                _inject_nan_weights(self._agent.collect_policy.variables())
+        return step
+
+
+def _inject_nan_weights(policy_variables) -> None:
+    import numpy as np
+
+    logging.warning("FaultInjection: setting the actor's weights to NaN")
+    for variable in policy_variables:
+        variable.assign(np.full(variable.shape, np.nan, variable.dtype.as_numpy_dtype))
+
+
+def _replica_batch_size(batch_size: int, replicas: int) -> int:
+    if batch_size % replicas:
+        raise UserError(
+            f"RunConfig.batch_size ({batch_size}) must be divisible by the strategy's "
+            f"{replicas} replicas"
+        )
+    return batch_size // replicas
+
+
+def make_learner(builder: Builder, run_dir, strategy, address: str):
+    """(agent, train_step, TF-Agents Learner) in the strategy's scope, its dataset on the
+    experience table at `address` with each replica's share of the batch."""
+    from tf_agents.train import learner as tfa_learner
+    from tf_agents.train.utils import train_utils
+
+    config = builder.config
+    replicas = strategy.num_replicas_in_sync
+    replica_batch_size = _replica_batch_size(config.batch_size, replicas)
+    with strategy.scope():
+        train_step = train_utils.create_train_step()
+        agent = builder.make_agent(train_step)
+    learner = tfa_learner.Learner(
+        run_dir.root,  # TF-Agents writes its summaries to <root_dir>/train (layout.TRAIN)
+        train_step,
+        agent,
+        experience_dataset_fn=lambda: builder.make_dataset(address, replica_batch_size),
+        after_train_strategy_step_fn=policy_summaries(agent, train_step, config.summary_interval),
+        # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
+        # weights. The Learner has built every variable, optimizer slots included, by now.
+        checkpoint_interval=0,
+        summary_interval=config.summary_interval,
+        strategy=strategy,
+    )
+    return agent, train_step, learner
+
+
+def make_triggers(config, learner, checkpoints, exporter, train_step: int) -> list:
+    """Logging, checkpointing and policy export, each every its own number of train steps."""
+    return [
+        IntervalTrigger(config.log_interval, ProgressLog(learner.train_summary_writer, train_step)),
+        IntervalTrigger(
+            config.checkpoint_interval,
+            lambda at, _: report("learner_checkpoint", train_step=at, path=checkpoints.save(at)),
+        ),
+        IntervalTrigger(config.policy_save_interval, lambda *_: exporter.export()),
+    ]
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    from distributed_sac.checkpoints import LearnerCheckpoints
+    from distributed_sac.policy_export import PolicyExporter
+
+    config = cli.load_config()
+    cli.set_tf_threads(config.learner_tf_threads)
+    # The network initialisation and SAC's sampling in training. Keras draws unseeded
+    # initializers' seeds from Python's `random`, so seed that too (set_random_seed does).
+    # Reverb's uniform sampler cannot be seeded: two runs with one seed are close, not equal.
+    tf.keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
+    run_dir = cli.run_dir("learner")
+    stop = StopRequest()
+    builder = Builder(config)
+    address = FLAGS.replay_server_address
+    builder.connect(address, (tables.EXPERIENCE_TABLE,))
+    agent, train_step, learner = make_learner(builder, run_dir, strategy, address)
+    with open(run_dir.operative_config, "w") as f:
+        f.write(gin.operative_config_str())
+    checkpoints = LearnerCheckpoints(run_dir.checkpoints, agent, train_step)
+    restored = checkpoints.restore_latest()
+    exporter = PolicyExporter(run_dir.policies, agent.collect_policy, train_step)
+    weights = Reconnecting(
+        "learner",
+        lambda: builder.make_weight_client(
+            cli.variables_address(), agent.collect_policy.variables(), train_step
+        ),
+    )
+    weights.call(lambda client: client.push())  # collectors continue from the restored policy
+    step = int(train_step.numpy())
+    report(
+        "learner_start",
+        train_step=step,
+        restored_from=restored,
+        strategy=FLAGS.strategy,
+        replicas=strategy.num_replicas_in_sync,
+    )
+    triggers = make_triggers(config, learner, checkpoints, exporter, step)
+    training = Training(learner, agent, checkpoints, weights, triggers, FaultInjection())
+    step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
+    path = checkpoints.save(step)
+    learner.train_summary_writer.flush()
+    if stop.requested:
+        report("learner_stopped", train_step=step, path=path)
+        # Not 0: training is unfinished, so a supervisor should start the learner again.
+        sys.exit(128 + signal.SIGTERM)
+    exporter.export()
+    report("learner_done", train_step=step, path=path)
+
+
+def run() -> None:
+    cli.run_role("learner", main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,53 @@
+"""Every process a test starts dies with the test run, also when pytest itself is killed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+
+from tests.conftest import Processes, pid_alive, read
+
+INNER_TEST = """
+import time
+
+from tests.conftest import start_server
+
+
+def test_holds_a_server(processes, tmp_path):
+    _, server, _ = start_server(processes, tmp_path)
+    with open({pid_file!r}, "w") as f:
+        f.write(str(server.pid))
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_pytest_leaves_no_process(tmp_path, signum):
+    pid_file = tmp_path / "server.pid"
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(INNER_TEST.format(pid_file=str(pid_file)))
+    runner = Processes()
+    try:
+        # -p tests.conftest: the inner run has this suite's fixtures and hooks.
+        pytest_run = runner.start(
+            [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", str(inner)],
+            tmp_path / "inner.out",
+        )
+        deadline = time.monotonic() + 180
+        while not pid_file.exists() or not pid_file.read_text():
+            assert pytest_run.poll() is None, read(tmp_path / "inner.out")[-3000:]
+            assert time.monotonic() < deadline, "the inner test never started its server"
+            time.sleep(0.2)
+        server_pid = int(pid_file.read_text())
+        assert pid_alive(server_pid)
+        pytest_run.send_signal(signum)
+        pytest_run.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while pid_alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(server_pid), f"replay server outlived a {signum.name}'d pytest"
+    finally:
+        runner.stop_all()
