@@ -102,8 +102,8 @@ class Process:
         """The reports of `events` this process wrote since the last call."""
         return self._tail.new_reports(*events)
 
-    def failure(self, program: str | None = None) -> str:
-        """Its one-line error or the last line of its traceback (see reports.failure_line)."""
+    def failure(self, program: str | None = None) -> str | None:
+        """Its one-line error or the last line of its traceback; None if it wrote neither."""
         return failure_line(self.output(), program or self.name)
 
     def send_signal(self, signum: int = signal.SIGTERM, group: bool = False) -> None:

@@ -61,9 +61,10 @@ class ReportTail:
         return parse_reports(complete.decode(errors="replace"), *events)
 
 
-def failure_line(text: str, program: str) -> str:
+def failure_line(text: str, program: str) -> str | None:
     """What a dead process's output says went wrong: its one-line error (`<program>: error: ...`)
-    if it wrote one, else the last line of its last traceback, else its last line."""
+    if it wrote one, else the last line of its last traceback; None when it says neither (a
+    process killed by a signal writes nothing; its last INFO line would only mislead)."""
     lines = [line for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(f"{program}: error: ")]
     if errors:
@@ -74,4 +75,4 @@ def failure_line(text: str, program: str) -> str:
         for line in lines[tracebacks[-1] + 1 :]:
             if not line.startswith((" ", "\t")):
                 return line
-    return lines[-1] if lines else "(empty log)"
+    return None

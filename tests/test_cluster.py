@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+from distributed_sac.layout import RunDir
 from tests.conftest import (
     REPO_ROOT,
     last_line,
@@ -38,18 +40,18 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
     assert ("warning: the replay server accepts anyone on port" in output) == bool(exposed)
     assert run_processes_of(root) == []
 
-    logs = root / "logs"
-    assert [done["train_step"] for done in reports(logs / "learner.log", "learner_done")] == [300]
+    run = RunDir(str(root))
+    assert [done["train_step"] for done in reports(run.log("learner"), "learner_done")] == [300]
     for task in (0, 1):
-        (done,) = reports(logs / f"collector-{task}.log", "collector_done")
+        (done,) = reports(run.log(f"collector-{task}"), "collector_done")
         assert done["items_created"] > 100
         assert done["policy_versions"] >= 2, done  # weights really flow
         assert done["last_policy_train_step"] == 300
 
     # The launcher lowered the evaluator's priority by --evaluator_nice (from its own).
-    (start,) = reports(logs / "evaluator.log", "evaluator_start")
+    (start,) = reports(run.log("evaluator"), "evaluator_start")
     assert start["nice"] == os.nice(0) + 3
-    evaluations = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    evaluations = [json.loads(line) for line in read(run.metrics).splitlines()]
     assert evaluations, "the evaluator wrote no metrics"
     for evaluation in evaluations:
         assert set(evaluation) == {
@@ -68,19 +70,15 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
     assert env_steps == sorted(env_steps)
     assert env_steps[-1] >= 200
     assert evaluations[-1]["train_step"] == 300
-    assert (root / "operative_config.gin").read_text().count("RunConfig.") > 5
+    assert Path(run.operative_config).read_text().count("RunConfig.") > 5
     # smoke.gin checkpoints every 150 train steps, and the learner saves at its final step.
-    assert {"ckpt-150.index", "ckpt-300.index"} <= {
-        p.name for p in (root / "checkpoints").iterdir()
-    }
-    assert list((root / "train").iterdir()), "no learner summaries"
+    assert {"ckpt-150.index", "ckpt-300.index"} <= {p.name for p in Path(run.checkpoints).iterdir()}
+    assert list(Path(run.train).iterdir()), "no learner summaries"
 
     # README's snippet loads the greedy policy with TensorFlow alone.
     readme = read(os.path.join(REPO_ROOT, "README.md"))
     snippet = readme.split("<!-- standalone policy -->\n```python\n", 1)[1].split("```", 1)[0]
-    snippet = snippet.replace(
-        "runs/x/policies/greedy_policy", str(root / "policies" / "greedy_policy")
-    )
+    snippet = snippet.replace("runs/x/policies/greedy_policy", run.greedy_policy)
     check = "\nimport sys\nassert not {'tf_agents', 'distributed_sac'} & set(sys.modules)\n"
     result = subprocess.run(
         [sys.executable, "-c", snippet + check],
@@ -96,8 +94,8 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
     assert len(printed) == 8 and all(abs(x) <= 1.0 for x in printed), result.stdout
 
     observation = tf.constant(np.random.default_rng(0).normal(size=(1, 28)), tf.float32)
-    for name in ("greedy_policy", "collect_policy"):
-        policy = tf.saved_model.load(str(root / "policies" / name))
+    for policy_dir in (run.greedy_policy, run.collect_policy):
+        policy = tf.saved_model.load(policy_dir)
         action = policy.action(ts.restart(observation, batch_size=1)).action.numpy()
         assert action.shape == (1, 8)
         assert np.all(np.abs(action) <= 1.0)
@@ -108,7 +106,9 @@ def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root)
     wait_for_line(out, "started learner", launcher, timeout_s=180)
-    wait_for_line(root / "logs" / "collector-0.log", "collector_progress", launcher, timeout_s=180)
+    wait_for_line(
+        RunDir(str(root)).log("collector-0"), "collector_progress", launcher, timeout_s=180
+    )
     launcher.send_signal(signal.SIGTERM)
     code = launcher.wait(timeout=30)
     assert code == 128 + signal.SIGTERM
@@ -129,7 +129,7 @@ def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftover
         "--max_restarts",
         "0",
     )
-    collector_log = root / "logs" / "collector-0.log"
+    collector_log = RunDir(str(root)).log("collector-0")
     wait_for_line(collector_log, "collector_progress", launcher, timeout_s=180)
     (pid,) = [
         int(line.split()[0])
@@ -139,6 +139,8 @@ def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftover
     os.kill(pid, signal.SIGKILL)
     code = launcher.wait(timeout=60)
     assert code == 1
-    line = last_line(read(out))
-    assert line.startswith("local.sh: error: collector-0 exited with signal SIGKILL: "), line
+    # A kill names the signal; the collector's log holds no error, so none is quoted.
+    assert last_line(read(out)) == (
+        f"local.sh: error: collector-0 exited with signal SIGKILL (log: {collector_log})"
+    )
     assert run_processes_of(tmp_path) == []

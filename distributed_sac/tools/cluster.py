@@ -56,8 +56,12 @@ class Cluster:
         return self.roles[name]
 
     def exit_line(self, name: str, code: int, context: str = "") -> str:
-        role = self.roles[name]
-        return f"{name} exited with {describe_exit(code)}{context}: {role.failure()[:300]}"
+        """'<name> exited with <code or signal>[context]: <its error>'; a process that wrote no
+        error (one killed by a signal) gets no error part."""
+        error = self.roles[name].failure()
+        return f"{name} exited with {describe_exit(code)}{context}" + (
+            f": {error}" if error else ""
+        )
 
     def supervise(self) -> None:
         """Schedules a restart for each role that died, starts those whose backoff is over."""
@@ -77,12 +81,14 @@ class Cluster:
             if code == CONFIG_ERROR_EXIT_CODE:
                 self.fail(name, code)
             if self.restarts.get(name, 0) >= self.max_restarts:
-                self.fail(name, code, f" after {self.max_restarts} restarts")
+                self.fail(
+                    name, code, f" after {self.max_restarts} restarts" * (self.max_restarts > 0)
+                )
             self.restarts[name] = self.restarts.get(name, 0) + 1
             delay = self.restart_backoff_s * 2 ** (self.restarts[name] - 1)
             self._restart_at[name] = now + delay
             self._event(
-                f"{self.exit_line(name, code)}; restart "
+                f"{self.exit_line(name, code)[:300]}; restart "
                 f"{self.restarts[name]}/{self.max_restarts} in {delay:.0f}s"
             )
 

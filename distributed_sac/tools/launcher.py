@@ -167,10 +167,17 @@ def run_cluster(cluster: Cluster, port: int, num_collectors: int) -> None:
     console.event("all roles exited cleanly")
 
 
+def runnable_path(path: str) -> str:
+    """`path` as a shell runs it from the current directory: relative when below it."""
+    if not path.startswith(os.getcwd() + os.sep):
+        return path
+    relative = os.path.relpath(path)
+    return relative if os.sep in relative else os.path.join(".", relative)
+
+
 def console_script(name: str) -> str:
     """How to run one of this installation's console scripts from the current directory."""
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
+    return runnable_path(os.path.join(os.path.dirname(sys.executable), name))
 
 
 def resume_command(root_dir: str) -> str:
@@ -183,8 +190,7 @@ def resume_command(root_dir: str) -> str:
             skip = True
         elif not arg.startswith("--root_dir="):
             args.append(arg)
-    local_sh = os.path.relpath(LOCAL_SH) if LOCAL_SH.startswith(os.getcwd() + os.sep) else LOCAL_SH
-    return shlex.join([local_sh, "--root_dir", root_dir, *args])
+    return shlex.join([runnable_path(LOCAL_SH), "--root_dir", root_dir, *args])
 
 
 def stopped_line(cluster: Cluster) -> str:
