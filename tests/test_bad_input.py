@@ -76,13 +76,14 @@ def test_missing_gin_file(tmp_path):
     assert last_line(result.stderr) == f"learner: error: gin file not found: {tmp_path}/missing.gin"
 
 
-def test_launcher_rejects_bad_gin_before_starting_any_role(tmp_path):
+@pytest.mark.parametrize("flag", ["--gin_bindings", "--gin_binding"])  # the old spelling too
+def test_launcher_rejects_bad_gin_before_starting_any_role(tmp_path, flag):
     root = tmp_path / "run"
     result = run_local_sh(
         [
             "--gin_file",
             SMOKE_GIN,
-            "--gin_bindings",
+            flag,
             "RunConfig.nope = 1",
             "--root_dir",
             str(root),

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +20,10 @@ import tensorflow as tf
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
 from distributed_sac.replay.weights import WeightClient
+from distributed_sac.tools.cluster import ROLE_MODULES
 from tests.conftest import (
     SMOKE_GIN,
     last_line,
@@ -54,11 +57,11 @@ def wait_until(condition, what: str, launcher, timeout_s: float = 240):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def pid_of(root, module: str) -> int:
+def pid_of(root, role: str) -> int:
     (pid,) = [
         int(line.split()[0])
         for line in run_processes_of(root)
-        if f"distributed_sac.{module} " in line
+        if f"distributed_sac.{ROLE_MODULES[role]} " in line
     ]
     return pid
 
@@ -74,7 +77,7 @@ def finish(launcher, out) -> str:
 def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    log = root / "logs" / "collector-0.log"
+    log = RunDir(str(root)).log("collector-0")
     # Past the initial random collection (200 items in gin/smoke.gin).
     wait_until(
         lambda: any(r["env_steps"] >= 300 for r in reports(log, "collector_progress")),
@@ -83,7 +86,7 @@ def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no
     )
     os.kill(pid_of(root, "collector"), signal.SIGKILL)
     output = finish(launcher, out)
-    assert "collector-0 exited with code -9" in output
+    assert "collector-0 exited with signal SIGKILL; restart 1/3 in 2s" in output
     assert "collector-0: restarted (restart 1/3)" in output
     (done,) = reports(log, "collector_done")  # only the restarted collector got this far
     print("restarted collector:", done)
@@ -95,7 +98,7 @@ def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no
 def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    log = root / "logs" / "learner.log"
+    log = RunDir(str(root)).log("learner")
     checkpoint = wait_until(
         lambda: reports(log, "learner_checkpoint"), "the first learner checkpoint", launcher
     )[0]
@@ -111,7 +114,7 @@ def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_left
     os.kill(pid_of(root, "learner"), signal.SIGKILL)
     killed_at = max(r["train_step"] for r in reports(log, "learner_progress"))
     output = finish(launcher, out)
-    assert "learner exited with code -9" in output
+    assert "learner exited with signal SIGKILL; restart 1/3 in 2s" in output
 
     first, second = reports(log, "learner_start")
     assert first["restored_from"] is None and first["train_step"] == 0
@@ -135,10 +138,10 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
         root,
         *bindings("RunConfig.num_iterations = 2000", "RunConfig.replay_checkpoint_interval_s = 2"),
     )
-    logs = root / "logs"
-    server_log = logs / "replay_server.log"
+    run = RunDir(str(root))
+    server_log = run.log("replay_server")
     wait_until(
-        lambda: reports(logs / "learner.log", "learner_progress"), "learner progress", launcher
+        lambda: reports(run.log("learner"), "learner_progress"), "learner progress", launcher
     )
     wait_until(
         lambda: any(
@@ -163,12 +166,12 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
         return found[0] if found else None
 
     learner_back = wait_until(
-        lambda: first_after(logs / "learner.log", "learner_progress"),
+        lambda: first_after(run.log("learner"), "learner_progress"),
         "learner progress after the server restart",
         launcher,
     )
     collector_back = wait_until(
-        lambda: first_after(logs / "collector-0.log", "collector_progress"),
+        lambda: first_after(run.log("collector-0"), "collector_progress"),
         "collector progress after the server restart",
         launcher,
     )
@@ -176,15 +179,15 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
     # Only the server was restarted: the others reconnected in place, each saying so once.
     exits = [line for line in output.splitlines() if " exited with " in line]
     assert len(exits) == 1 and "replay_server exited with signal SIGKILL" in exits[0], exits
-    assert len(reports(logs / "learner.log", "learner_start")) == 1
-    assert len(reports(logs / "evaluator.log", "evaluator_start")) == 1
+    assert len(reports(run.log("learner"), "learner_start")) == 1
+    assert len(reports(run.log("evaluator"), "evaluator_start")) == 1
     reconnects = {
-        role: reports(logs / f"{role}.log", f"{role.split('-')[0]}_reconnected")
+        role: reports(run.log(role), f"{role.split('-')[0]}_reconnected")
         for role in ("learner", "collector-0", "evaluator")
     }
     assert all(len(found) == 1 for found in reconnects.values()), reconnects
-    assert [r["train_step"] for r in reports(logs / "learner.log", "learner_done")] == [2000]
-    (done,) = reports(logs / "collector-0.log", "collector_done")
+    assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [2000]
+    (done,) = reports(run.log("collector-0"), "collector_done")
     assert done["last_policy_train_step"] == 2000
     print(
         f"server killed; checkpointed tables {checkpointed}, restored {restored} "
@@ -199,7 +202,8 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
 def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    metrics = root / "eval" / "metrics.jsonl"
+    run = RunDir(str(root))
+    metrics = Path(run.metrics)
 
     def evaluations():
         if not metrics.exists():
@@ -209,25 +213,25 @@ def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_pa
     before = wait_until(lambda: evaluations()[2:] and evaluations(), "3 evaluations", launcher)
     os.kill(pid_of(root, "evaluator"), signal.SIGKILL)
     output = finish(launcher, out)
-    assert "evaluator exited with code -9" in output
+    assert "evaluator exited with signal SIGKILL; restart 1/3 in 2s" in output
     after = evaluations()
     assert after[: len(before)] == before  # nothing written before the kill is lost
     steps = [e["train_step"] for e in after]
     assert steps == sorted(set(steps)), steps  # no duplicated evaluation step
     assert steps[-1] == 1500 and len(after) > len(before)
-    (resumed,) = reports(root / "logs" / "evaluator.log", "evaluator_resumed")
+    (resumed,) = reports(run.log("evaluator"), "evaluator_resumed")
     assert resumed["last_evaluated"] >= before[-1]["train_step"]
     print(f"evaluations before the kill: {[e['train_step'] for e in before]}; after: {steps}")
 
 
 def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
-    args = bindings("RunConfig.num_iterations = 1500")
+    args = bindings("RunConfig.num_iterations = 800")
     launcher, out = launch(processes, root, *args)
-    logs = root / "logs"
+    run = RunDir(str(root))
     wait_until(
         lambda: any(
-            r["train_step"] >= 200 for r in reports(logs / "learner.log", "learner_progress")
+            r["train_step"] >= 200 for r in reports(run.log("learner"), "learner_progress")
         ),
         "train_step 200",
         launcher,
@@ -239,9 +243,9 @@ def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_le
         time.sleep(0.1)
     assert run_processes_of(tmp_path) == []
     print(f"nothing of the run left {time.monotonic() - stopped_at:.1f}s after SIGTERM")
-    (stopped,) = reports(logs / "learner.log", "learner_stopped")
+    (stopped,) = reports(run.log("learner"), "learner_stopped")
     assert stopped["train_step"] >= 200
-    saved = reports(logs / "replay_server.log", "replay_checkpoint")[-1]["table_sizes"]
+    saved = reports(run.log("replay_server"), "replay_checkpoint")[-1]["table_sizes"]
     assert saved[tables.EXPERIENCE_TABLE] > 0
 
     # The launcher's last line says where the run stopped and how to resume it; run that command.
@@ -252,11 +256,11 @@ def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_le
     assert command[:3] == ["launch/local.sh", "--root_dir", str(root)], command
     launcher = processes.start(command, out)
     finish(launcher, out)
-    second = reports(logs / "learner.log", "learner_start")[-1]
+    second = reports(run.log("learner"), "learner_start")[-1]
     assert second["train_step"] == stopped["train_step"], (stopped, second)
-    ready = reports(logs / "replay_server.log", "replay_server_ready")[-1]
+    ready = reports(run.log("replay_server"), "replay_server_ready")[-1]
     assert ready["table_sizes"][tables.EXPERIENCE_TABLE] == saved[tables.EXPERIENCE_TABLE]
-    assert [r["train_step"] for r in reports(logs / "learner.log", "learner_done")] == [1500]
+    assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [800]
     print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
 
 
@@ -272,7 +276,7 @@ def finished_run(tmp_path_factory):
         finish(launcher, out)
     finally:
         processes.stop_all()
-    assert (root / "checkpoints" / "ckpt-150.index").exists()
+    assert (Path(RunDir(str(root)).checkpoints) / "ckpt-150.index").exists()
     return root
 
 
@@ -300,7 +304,7 @@ def test_mismatched_checkpoint_is_named(processes, tmp_path, finished_run, no_le
 def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
     target = tmp_path / "run"
     shutil.copytree(finished_run, target)
-    (data,) = (target / "checkpoints").glob("ckpt-150.data-*")
+    (data,) = Path(RunDir(str(target)).checkpoints).glob("ckpt-150.data-*")
     data.write_bytes(os.urandom(data.stat().st_size))
     shutil.move(target, tmp_path / "corrupted")
     line = relaunch_fails(processes, tmp_path / "corrupted", target)
@@ -312,6 +316,7 @@ def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_lef
 def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     address, _, _ = start_server(processes, tmp_path)
     root = tmp_path / "run"
+    run = RunDir(str(root))
     common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
     learner = processes.role(
         "learner",
@@ -329,11 +334,11 @@ def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     line = last_line(read(tmp_path / "learner.log"))
     print(line)
     assert line.startswith("learner: error: training diverged at train_step 2")
-    assert "loss is NaN or inf" in line and str(root / "checkpoints" / "ckpt-150") in line
+    assert "loss is NaN or inf" in line and os.path.join(run.checkpoints, "ckpt-150") in line
 
     # The last good checkpoint is intact and finite; none was written after the fault.
-    assert sorted(p.name for p in (root / "checkpoints").glob("*.index")) == ["ckpt-150.index"]
-    reader = tf.train.load_checkpoint(str(root / "checkpoints" / "ckpt-150"))
+    assert sorted(p.name for p in Path(run.checkpoints).glob("*.index")) == ["ckpt-150.index"]
+    reader = tf.train.load_checkpoint(os.path.join(run.checkpoints, "ckpt-150"))
     floats = [
         reader.get_tensor(name)
         for name, dtype in reader.get_variable_to_dtype_map().items()

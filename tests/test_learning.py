@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from distributed_sac.layout import RunDir
 from tests.conftest import PENDULUM_GIN, REPO_ROOT, free_port, read
 
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
@@ -23,7 +24,7 @@ def test_pendulum_return_rises_above_minus_400(processes, tmp_path):
     )
     code = launcher.wait(timeout=1800)
     assert code == 0, read(out)[-3000:]
-    curve = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    curve = [json.loads(line) for line in read(RunDir(str(root)).metrics).splitlines()]
     print("\nPendulum-v1 learning curve (train_step: AverageReturn)")
     for point in curve:
         print(f"  {point['train_step']:>6}: {point['AverageReturn']:9.1f}")

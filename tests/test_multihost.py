@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from distributed_sac.layout import RunDir
 from distributed_sac.tools.cluster import ROLE_MODULES
 from tests.conftest import SMOKE_GIN, free_port, pid_alive, read, reports, wait_for_line
 
@@ -126,7 +127,7 @@ def test_roles_on_separate_hosts_complete_a_run(processes, tmp_path, hosts):
         (done,) = reports(tmp_path / f"collector{task}.log", "collector_done")
         assert done["items_created"] > 50 and done["last_policy_train_step"] == 300
         items.append(done["items_created"])
-    evaluations = [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    evaluations = [json.loads(line) for line in read(RunDir(str(root)).metrics).splitlines()]
     assert evaluations[-1]["train_step"] == 300
     # Every client reached the server at its namespace's address: no loopback between hosts.
     print(

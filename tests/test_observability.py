@@ -14,6 +14,7 @@ import sys
 import time
 
 from distributed_sac import evaluation
+from distributed_sac.layout import RunDir
 from distributed_sac.tools.console import Console
 from tests.conftest import (
     LOCAL_SH,
@@ -66,6 +67,7 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     processes, tmp_path, no_leftovers
 ):
     root = tmp_path / "run"
+    run = RunDir(str(root))
     port = free_port()
     launcher = processes.start(
         [
@@ -81,17 +83,16 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
         ],
         tmp_path / "launcher.out",
     )
-    wait_for(lambda: (root / "eval" / "metrics.jsonl").exists(), "an evaluation", launcher)
+    wait_for(lambda: os.path.exists(run.metrics), "an evaluation", launcher)
     wait_for(
         lambda: any(
-            r["train_step"] >= 300
-            for r in reports(root / "logs" / "learner.log", "learner_progress")
+            r["train_step"] >= 300 for r in reports(run.log("learner"), "learner_progress")
         ),
         "train_step 300",
         launcher,
     )
     wait_for(
-        lambda: reports(root / "logs" / "collector-0.log", "collector_progress"),
+        lambda: reports(run.log("collector-0"), "collector_progress"),
         "collector progress",
         launcher,
     )
@@ -114,10 +115,7 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     # The collector acts with pulled weights by now (the learner is past train step 300).
     assert number(r"collector-0: .* policy train step (\d+)", screen) > 0
     assert re.search(r"collector-0: .* lag [\d.]+ ", screen)
-    evaluated = {
-        e["train_step"]
-        for e in evaluation.read_evaluations(str(root / "eval" / "metrics.jsonl"))[0]
-    }
+    evaluated = {e["train_step"] for e in evaluation.read_evaluations(run.metrics)[0]}
     assert number(r"last evaluation: train_step (\d+)", screen) in evaluated
     assert re.search(r"AverageReturn -?[\d.]+  AverageEpisodeLength [\d.]+", screen)
 
@@ -142,25 +140,23 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
 
     launcher.send_signal(signal.SIGTERM)
     launcher.wait(timeout=30)
-    assert {"Losses/critic_loss", "Losses/actor_loss", "Losses/alpha_loss"} <= tags_under(
-        root / "train"
-    )
+    assert {"Losses/critic_loss", "Losses/actor_loss", "Losses/alpha_loss"} <= tags_under(run.train)
     assert {"Policy/alpha", "Policy/entropy", "Throughput/TrainStepsPerSecond"} <= tags_under(
-        root / "train"
+        run.train
     )
     assert {
         "Metrics/EpisodeReturn",
         "Metrics/EpisodeLength",
         "Throughput/EnvStepsPerSecond",
         "Throughput/PolicyLagTrainSteps",
-    } <= tags_under(root / "collect" / "0")
-    assert {"Metrics/AverageReturn", "Metrics/AverageEpisodeLength"} <= tags_under(root / "eval")
+    } <= tags_under(run.collect(0))
+    assert {"Metrics/AverageReturn", "Metrics/AverageEpisodeLength"} <= tags_under(run.eval)
     assert {
         "Replay/table_size",
         "Replay/inserts_per_s",
         "Replay/samples_per_s",
         "Replay/updates_per_insert",
-    } <= tags_under(root / "replay")
+    } <= tags_under(run.replay)
 
 
 def test_status_bad_inputs(tmp_path):

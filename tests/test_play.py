@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from distributed_sac.layout import RunDir
 from tests.conftest import SMOKE_GIN, one_error_line, run_tool, unwritable_dir
 
 EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+)$", re.MULTILINE)
@@ -24,7 +25,7 @@ def test_two_episodes_to_video(smoke_root, tmp_path, extension, max_steps):
         "tools.play",
         [
             "--policy_dir",
-            str(smoke_root / "policies" / "greedy_policy"),
+            RunDir(str(smoke_root)).greedy_policy,
             "--gin_file",
             SMOKE_GIN,
             "--episodes",
@@ -61,7 +62,7 @@ def test_two_episodes_to_video(smoke_root, tmp_path, extension, max_steps):
 
 def test_bad_input(smoke_root, tmp_path):
     """Each bad input: exit code 2 and one line naming it, before any episode is played."""
-    policy = ["--policy_dir", str(smoke_root / "policies" / "greedy_policy")]
+    policy = ["--policy_dir", RunDir(str(smoke_root)).greedy_policy]
     out = ["--output", str(tmp_path / "v.mp4")]
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()

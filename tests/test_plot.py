@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
+from distributed_sac.layout import RunDir
 from tests.conftest import one_error_line, read, run_tool, unwritable_dir
 
 
@@ -19,7 +21,7 @@ def png_size(path) -> tuple[int, int]:
 
 
 def evaluations(root) -> list[dict]:
-    return [json.loads(line) for line in read(root / "eval" / "metrics.jsonl").splitlines()]
+    return [json.loads(line) for line in read(RunDir(str(root)).metrics).splitlines()]
 
 
 def summary(name, runs: list[dict], skipped=0) -> str:
@@ -49,9 +51,10 @@ def test_one_run_png_has_the_requested_pixel_size(smoke_root, tmp_path):
 def test_two_runs_default_size_and_a_cut_line(smoke_root, tmp_path):
     # A second run: the first two evaluations, then a line cut short by a kill mid-write.
     other = tmp_path / "other"
-    (other / "eval").mkdir(parents=True)
-    lines = read(smoke_root / "eval" / "metrics.jsonl").splitlines()
-    (other / "eval" / "metrics.jsonl").write_text("\n".join(lines[:2]) + '\n{"train_step": 3')
+    other_run = RunDir(str(other))
+    Path(other_run.eval).mkdir(parents=True)
+    lines = read(RunDir(str(smoke_root)).metrics).splitlines()
+    Path(other_run.metrics).write_text("\n".join(lines[:2]) + '\n{"train_step": 3')
     output = tmp_path / "both.png"
     result = run_tool(
         "tools.plot",
@@ -83,8 +86,8 @@ def test_bad_input(smoke_root, tmp_path):
     empty_dir = tmp_path / "fresh"
     empty_dir.mkdir()
     empty_metrics = tmp_path / "started"
-    (empty_metrics / "eval").mkdir(parents=True)
-    (empty_metrics / "eval" / "metrics.jsonl").write_text("")
+    Path(RunDir(str(empty_metrics)).eval).mkdir(parents=True)
+    Path(RunDir(str(empty_metrics)).metrics).write_text("")
     locked, prefix = unwritable_dir(tmp_path / "locked")
     cases = [
         (["--root_dir", str(tmp_path / "missing")] + out, (), "root_dir not found: "),
