@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from absl import logging
 from tf_agents.trajectories import trajectory
 
 Observer = Callable[[trajectory.Trajectory], None]
@@ -51,8 +52,6 @@ class EpisodeStatistics:
         self.episode_return, self.episode_length = 0.0, 0
 
     def __call__(self, transition: trajectory.Trajectory) -> None:
-        from absl import logging
-
         if not transition.is_boundary():  # the LAST -> FIRST step belongs to no episode
             self.episode_return += float(transition.reward)
             self.episode_length += 1
