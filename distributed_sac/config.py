@@ -24,14 +24,15 @@ class RunConfig:
     seed: int = 0
     num_iterations: int = 100_000
     # Random-policy items in the experience table before training starts, counted across all
-    # collectors; also the rate limiter's minimum size to sample.
+    # collectors; the learner starts training once it has drained this many.
     initial_collect_steps: int = 10_000
     replay_capacity: int = 10_000
     batch_size: int = 256
-    # Gradient steps per environment step. None: collect and train freely (MinSize limiter).
-    # A number: the experience table's SampleToInsertRatio limiter holds it for any collector count.
+    # Gradient steps per environment step. None: collect and train freely. A number: the learner
+    # trains that many steps per item it drains from the feed table, whose queue limiter holds
+    # the collectors back, so the ratio holds for any collector count (see replay/tables).
     updates_per_env_step: float | None = None
-    # How far (in environment steps) the limiter lets inserts run ahead of or behind the ratio.
+    # How far (in environment steps) inserts may run ahead of the learner's draining.
     rate_limiter_slack_steps: int = 1_000
     weight_push_interval: int = 100  # learner train steps between weight pushes
     weight_pull_interval: int = 100  # collector env steps between weight pulls
@@ -44,7 +45,9 @@ class RunConfig:
     log_interval: int = 1_000  # learner train steps / collector env steps between log lines
     connect_timeout_s: float = 120.0  # how long a role retries an unreachable server
     # Speed knobs; none of them changes what is learned.
-    dataset_prefetch_batches: int = 50  # the tutorial's .prefetch(50)
+    # Batches sampled ahead from the learner's replay (the tutorial prefetched 50 from Reverb;
+    # sampling in memory is cheap, and fewer ahead means fresher items in them).
+    dataset_prefetch_batches: int = 2
     # TF threads per role (intra-op and inter-op); 0 lets TensorFlow use every core. Acting on
     # one observation gains nothing from more threads, and collectors share the cores.
     learner_tf_threads: int = 0
@@ -73,13 +76,6 @@ class RunConfig:
             )
         if self.updates_per_env_step is not None and self.updates_per_env_step <= 0:
             raise UserError("RunConfig.updates_per_env_step must be positive or None")
-
-    @property
-    def samples_per_insert(self) -> float | None:
-        """Items sampled per item inserted: batch size times gradient steps per env step."""
-        if self.updates_per_env_step is None:
-            return None
-        return self.batch_size * self.updates_per_env_step
 
 
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:

@@ -21,7 +21,7 @@ def test_roles_derive_identical_signatures_from_one_config():
     config = load_gin([SMOKE_GIN], [])
     server_side = Builder(config).signatures()
     collector_side = Builder(config).signatures()
-    assert set(server_side) == {tables.EXPERIENCE_TABLE, tables.VARIABLES_TABLE}
+    assert set(server_side) == {tables.EXPERIENCE_TABLE, tables.FEED_TABLE, tables.VARIABLES_TABLE}
     for table in server_side:
         assert _flat_specs(server_side[table]) == _flat_specs(collector_side[table])
         tree.assert_same_structure(server_side[table], collector_side[table])
@@ -58,33 +58,37 @@ def test_other_env_gives_other_signature():
 
 def test_tables_follow_the_config():
     config = load_gin([SMOKE_GIN], [])
-    experience, variables = Builder(config).make_tables()
+    experience, feed, variables = Builder(config).make_tables()
     assert experience.name == tables.EXPERIENCE_TABLE
+    assert feed.name == tables.FEED_TABLE
     assert variables.name == tables.VARIABLES_TABLE
-    server = reverb.Server([experience, variables])
+    server = reverb.Server([experience, feed, variables])
     try:
         info = reverb.Client(f"localhost:{server.port}").server_info()
         assert info[tables.EXPERIENCE_TABLE].max_size == config.replay_capacity
         assert info[tables.VARIABLES_TABLE].max_size == 1
         assert info[tables.EXPERIENCE_TABLE].sampler_options.uniform
         assert info[tables.EXPERIENCE_TABLE].remover_options.fifo
+        # The feed is a queue: oldest first, each item taken once.
+        assert info[tables.FEED_TABLE].sampler_options.fifo
+        assert info[tables.FEED_TABLE].remover_options.fifo
+        assert info[tables.FEED_TABLE].max_times_sampled == 1
     finally:
         server.stop()
 
 
-def test_rate_limiter_min_size_when_no_ratio_is_set():
-    config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
-    limiter = tables.make_rate_limiter(config)
-    assert isinstance(limiter, reverb.rate_limiters.MinSize)
-    assert limiter._min_size_to_sample == config.initial_collect_steps
-
-
-def test_rate_limiter_holds_ratio_when_updates_per_step_is_set():
+def test_feed_is_a_queue_of_the_slack_when_the_ratio_is_set():
     config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = 1.0"])
-    limiter = tables.make_rate_limiter(config)
-    assert isinstance(limiter, reverb.rate_limiters.SampleToInsertRatio)
-    assert limiter._samples_per_insert == config.batch_size
-    assert limiter._min_size_to_sample == config.initial_collect_steps
+    limiter = tables.make_feed_rate_limiter(config)
+    assert isinstance(limiter, reverb.rate_limiters.Queue)
+    assert tables.feed_size(config) == config.rate_limiter_slack_steps
+
+
+def test_feed_never_blocks_inserts_when_no_ratio_is_set():
+    config = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
+    limiter = tables.make_feed_rate_limiter(config)
+    assert isinstance(limiter, reverb.rate_limiters.MinSize)
+    assert tables.feed_size(config) == config.replay_capacity
 
 
 def test_weights_round_trip_through_the_variables_table():

@@ -3,7 +3,7 @@
 import pytest
 
 from distributed_sac.config import UserError, load_gin
-from tests.conftest import PENDULUM_GIN, SMOKE_GIN
+from tests.conftest import SMOKE_GIN
 
 
 def test_smoke_config_loads_and_includes_minitaur_defaults():
@@ -16,13 +16,6 @@ def test_smoke_config_loads_and_includes_minitaur_defaults():
 def test_bindings_override_files():
     config = load_gin([SMOKE_GIN], ["RunConfig.seed = 7", "RunConfig.batch_size = 64"])
     assert (config.seed, config.batch_size) == (7, 64)
-
-
-def test_samples_per_insert_is_batch_times_updates_per_step():
-    config = load_gin([PENDULUM_GIN], ["RunConfig.updates_per_env_step = 2.0"])
-    assert config.samples_per_insert == config.batch_size * 2.0
-    free = load_gin([SMOKE_GIN], ["RunConfig.updates_per_env_step = None"])
-    assert free.samples_per_insert is None
 
 
 def test_unknown_configurable_is_named():

@@ -1,4 +1,12 @@
-"""The replay server's two tables: names, signatures, rate limiter, and reading their counters.
+"""The replay server's tables: names, signatures, rate limiters, and reading their counters.
+
+- experience (`uniform_table`): the newest `replay_capacity` (t, t+1) pairs, what the server
+  checkpoints, restores and reports; the collectors' global random-action budget is read off it.
+- feed (`learner_feed`): the same items (a collector writes each pair once and both tables
+  reference it), each taken exactly once by the learner into its own replay (learner_replay).
+  Its rate limiter holds the update-to-data ratio: inserts wait while `rate_limiter_slack_steps`
+  items are undrained, and the learner trains only as far as the items it has drained allow.
+- variables (`variables`): the newest pushed weights.
 
 Table and key names are TF-Agents': the variables table is the one its ReverbVariableContainer
 reads and writes. The experience items are packed pairs (see transitions), so TF-Agents'
@@ -16,8 +24,10 @@ from distributed_sac.replay import weights
 from distributed_sac.transitions import TransitionPacking
 
 EXPERIENCE_TABLE = "uniform_table"
+FEED_TABLE = "learner_feed"
 VARIABLES_TABLE = weights.VARIABLES_TABLE
-TABLES = (EXPERIENCE_TABLE, VARIABLES_TABLE)
+TABLES = (EXPERIENCE_TABLE, FEED_TABLE, VARIABLES_TABLE)
+EXPERIENCE_TABLES = (EXPERIENCE_TABLE, FEED_TABLE)  # what a collector writes each pair into
 
 
 def experience_signature(collect_data_spec):
@@ -25,27 +35,42 @@ def experience_signature(collect_data_spec):
     return TransitionPacking(collect_data_spec).signature()
 
 
-def make_rate_limiter(config: RunConfig) -> reverb.rate_limiters.RateLimiter:
-    """MinSize(initial budget) by default; SampleToInsertRatio when the config fixes UTD."""
-    if config.samples_per_insert is None:
-        return reverb.rate_limiters.MinSize(config.initial_collect_steps)
-    spi = config.samples_per_insert
-    return reverb.rate_limiters.SampleToInsertRatio(
-        samples_per_insert=spi,
-        min_size_to_sample=config.initial_collect_steps,
-        # Reverb needs room for at least one insert and one sample either way.
-        error_buffer=max(config.rate_limiter_slack_steps * spi, 2 * max(spi, 1.0)),
-    )
+def feed_size(config: RunConfig) -> int:
+    """Undrained items the feed holds: the limiter's slack when the config fixes the UTD (inserts
+    wait beyond it); otherwise a whole replay, the oldest dropped first (a learner that far
+    behind would have evicted them from its replay anyway)."""
+    if config.updates_per_env_step is None:
+        return config.replay_capacity
+    return max(config.rate_limiter_slack_steps, 2)
+
+
+def make_feed_rate_limiter(config: RunConfig) -> reverb.rate_limiters.RateLimiter:
+    """A queue's limiter (inserts wait while the feed is full) when the config fixes the UTD;
+    otherwise inserts never wait."""
+    if config.updates_per_env_step is None:
+        return reverb.rate_limiters.MinSize(1)
+    return reverb.rate_limiters.Queue(feed_size(config))
 
 
 def make_tables(config: RunConfig, collect_data_spec, policy_variables) -> list:
+    signature = experience_signature(collect_data_spec)
     experience = reverb.Table(
         EXPERIENCE_TABLE,
         sampler=reverb.selectors.Uniform(),
         remover=reverb.selectors.Fifo(),
         max_size=config.replay_capacity,
-        rate_limiter=make_rate_limiter(config),
-        signature=experience_signature(collect_data_spec),
+        # Read by the learner only through the feed; inserts never wait here.
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+        signature=signature,
+    )
+    feed = reverb.Table(
+        FEED_TABLE,
+        sampler=reverb.selectors.Fifo(),
+        remover=reverb.selectors.Fifo(),
+        max_size=feed_size(config),
+        max_times_sampled=1,
+        rate_limiter=make_feed_rate_limiter(config),
+        signature=signature,
     )
     variables = reverb.Table(
         VARIABLES_TABLE,
@@ -56,7 +81,7 @@ def make_tables(config: RunConfig, collect_data_spec, policy_variables) -> list:
         rate_limiter=reverb.rate_limiters.MinSize(1),
         signature=weights.weights_signature(policy_variables),
     )
-    return [experience, variables]
+    return [experience, feed, variables]
 
 
 def _describe(spec) -> str:

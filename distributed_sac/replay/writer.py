@@ -1,4 +1,4 @@
-"""The collectors' experience writer: one Reverb item per (t, t+1) pair."""
+"""The collectors' experience writer: each (t, t+1) pair once, as an item of both tables."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import numpy as np
 import reverb
 from tf_agents.trajectories import trajectory as trajectory_lib
 
-from distributed_sac.replay.tables import EXPERIENCE_TABLE
+from distributed_sac.replay.tables import EXPERIENCE_TABLES
 from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
 
 
 class ExperienceWriter:
-    """Writes each overlapping (t, t+1) pair of a collector's trajectories as one item.
+    """Writes each overlapping (t, t+1) pair of a collector's trajectories once, referenced by an
+    item in the experience table and one in the learner's feed (the server stores the data once).
 
-    Each item is one packed [2, width] step of its own (see transitions), so it is one chunk:
-    the cheapest thing for the learner to sample. Reverb's writer queues items without
-    blocking, so a collector held back by the rate limiter would run ahead and pile up stale
-    experience in memory. `wait_for_room` bounds that queue.
+    Each pair is one packed [2, width] step of its own (see transitions), so it is one chunk.
+    Reverb's writer queues items without blocking, so a collector held back by the feed's rate
+    limiter would run ahead and pile up stale experience in memory. `wait_for_room` bounds that
+    queue.
     """
 
     def __init__(self, client: reverb.Client, collect_data_spec, max_pending_items: int = 16):
@@ -24,21 +25,19 @@ class ExperienceWriter:
         self._writer = client.trajectory_writer(num_keep_alive_refs=1)
         self._max_pending_items = max_pending_items
         self._previous = None  # the packed step before this one, in the same episode
-        self.items_created = 0
+        self.items_created = 0  # pairs written (each is an item in both tables)
 
     def write(self, traj: trajectory_lib.Trajectory) -> None:
         packed = self._packing.pack(traj)
         if self._previous is not None:
             self._writer.append({PAIR_COLUMN: np.stack([self._previous, packed])})
-            self._writer.create_item(
-                EXPERIENCE_TABLE,
-                priority=1.0,
-                trajectory={PAIR_COLUMN: self._writer.history[PAIR_COLUMN][-1]},
-            )
+            pair = {PAIR_COLUMN: self._writer.history[PAIR_COLUMN][-1]}
+            for table in EXPERIENCE_TABLES:
+                self._writer.create_item(table, priority=1.0, trajectory=pair)
             self.items_created += 1
         # A boundary (LAST -> FIRST) step closes the episode: pairs never span two episodes.
         # Tracked here rather than with the writer's end_episode(), which waits for every
-        # pending item and so would block forever once a finished learner stops sampling.
+        # pending item and so would block forever once a finished learner stops draining.
         self._previous = None if traj.is_boundary() else packed
 
     def __call__(self, traj: trajectory_lib.Trajectory) -> None:

@@ -1,0 +1,48 @@
+"""The learner's side of the feed table: taking new experience pairs out of it, in bulk."""
+
+from __future__ import annotations
+
+import numpy as np
+import reverb
+import tensorflow as tf
+
+from distributed_sac.replay.tables import FEED_TABLE
+from distributed_sac.transitions import PAIR_COLUMN
+
+# Items per request: bounds the memory of one drain (10 000 Minitaur pairs are 3.2 MB).
+_MAX_ITEMS_PER_TAKE = 10_000
+
+
+class FeedReader:
+    """Takes items out of the feed table, each exactly once (only the learner reads it).
+
+    One TrajectoryDataset request per `take`, for exactly the items the table holds: about
+    20 us per item here, against one gRPC round trip per item with `Client.sample`.
+    """
+
+    def __init__(self, client: reverb.Client, address: str, pair_shape):
+        self._client, self._address = client, address
+        self._pair_shape = tf.TensorShape(pair_shape)
+
+    def available(self) -> int:
+        """Items waiting in the feed."""
+        return self._client.server_info(timeout=30)[FEED_TABLE].current_size
+
+    def take(self, count: int) -> np.ndarray:
+        """The `count` oldest waiting items (at most the available ones), [n, 2, width]."""
+        count = min(count, _MAX_ITEMS_PER_TAKE)
+        if count <= 0:
+            return np.zeros([0, *self._pair_shape], np.float32)
+        items = reverb.TrajectoryDataset(
+            server_address=self._address,
+            table=FEED_TABLE,
+            dtypes={PAIR_COLUMN: tf.float32},
+            shapes={PAIR_COLUMN: self._pair_shape},
+            max_in_flight_samples_per_worker=count,
+            num_workers_per_iterator=1,
+            max_samples=count,
+            # The items are there (server_info said so); this only bounds a surprise.
+            rate_limiter_timeout_ms=10_000,
+        ).batch(count)
+        taken = [batch.data[PAIR_COLUMN].numpy() for batch in items]
+        return np.concatenate(taken) if taken else np.zeros([0, *self._pair_shape], np.float32)
