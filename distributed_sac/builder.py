@@ -16,8 +16,10 @@ from tf_agents.train.utils import spec_utils
 from distributed_sac import agent as agent_lib
 from distributed_sac import envs
 from distributed_sac.config import RunConfig
+from distributed_sac.learner_replay import LearnerReplay
 from distributed_sac.numpy_policy import NumpyActorPolicy
 from distributed_sac.replay import connection, tables
+from distributed_sac.replay.feed import FeedReader
 from distributed_sac.replay.weights import WeightClient, weights_signature
 from distributed_sac.replay.writer import ExperienceWriter
 from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
@@ -53,6 +55,7 @@ class Builder:
         """Both tables' signatures, keyed by table name."""
         return {
             tables.EXPERIENCE_TABLE: tables.experience_signature(self.collect_data_spec),
+            tables.FEED_TABLE: tables.experience_signature(self.collect_data_spec),
             tables.VARIABLES_TABLE: weights_signature(self._reference_policy.variables()),
         }
 
@@ -70,9 +73,9 @@ class Builder:
         """A client to a server whose named tables match this config; UserError otherwise
         (also when it stays unreachable for connect_timeout_s)."""
         client = connection.connect(address, self.config.connect_timeout_s)
-        layout = TransitionPacking(self.collect_data_spec).describe()
+        layout = self.packing.describe()
         for table in table_names:
-            layout_hint = layout if table == tables.EXPERIENCE_TABLE else ""
+            layout_hint = layout if table in tables.EXPERIENCE_TABLES else ""
             tables.check_signature(client, table, self.signatures()[table], layout_hint)
         return client
 
@@ -101,21 +104,23 @@ class Builder:
         """The learner's SacAgent; call inside the distribution strategy's scope."""
         return agent_lib.make_agent(*self.specs, train_step)
 
-    def make_dataset(self, address: str, batch_size=None) -> tf.data.Dataset:
-        """Batches of (Trajectory [batch, 2, ...], sample info) from the experience table;
+    @functools.cached_property
+    def packing(self) -> TransitionPacking:
+        return TransitionPacking(self.collect_data_spec)
+
+    def make_feed_reader(self, address: str) -> FeedReader:
+        """The learner's reader of the feed table at `address` (see replay/feed)."""
+        client = self.connect(address, (tables.FEED_TABLE,))
+        return FeedReader(client, address, self.packing.signature()[PAIR_COLUMN].shape)
+
+    def make_learner_replay(self) -> LearnerReplay:
+        """The learner's in-memory replay of `replay_capacity` pairs (see learner_replay)."""
+        shape = self.packing.signature()[PAIR_COLUMN].shape
+        return LearnerReplay(self.config.replay_capacity, shape)
+
+    def make_dataset(self, replay: LearnerReplay, batch_size=None) -> tf.data.Dataset:
+        """Batches of Trajectory [batch, 2, ...] sampled uniformly from the learner's replay;
         `batch_size` defaults to the config's (a replica of a distribution strategy takes its
         share)."""
         batch_size = batch_size or self.config.batch_size
-        packing = TransitionPacking(self.collect_data_spec)
-        items = reverb.TrajectoryDataset(
-            server_address=address,
-            table=tables.EXPERIENCE_TABLE,
-            dtypes={PAIR_COLUMN: tf.float32},
-            shapes={PAIR_COLUMN: packing.signature()[PAIR_COLUMN].shape},
-            max_in_flight_samples_per_worker=2 * batch_size,
-        )
-        return (
-            items.batch(batch_size, drop_remainder=True)
-            .map(lambda sample: (packing.unpack(sample.data[PAIR_COLUMN]), sample.info))
-            .prefetch(self.config.dataset_prefetch_batches)
-        )
+        return replay.dataset(batch_size, self.packing.unpack, self.config.dataset_prefetch_batches)

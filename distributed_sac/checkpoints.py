@@ -1,4 +1,5 @@
-"""The learner's checkpoints: agent (networks, target networks, optimizers, alpha) and train_step.
+"""The learner's checkpoints: agent (networks, target networks, optimizers, alpha), train_step
+and the learner's replay (its pairs and how many it has drained).
 
 TF-Agents' Checkpointer restores whatever matches and silently initialises the rest, so a
 checkpoint from another config would quietly restart training. These restores are strict: a
@@ -17,9 +18,13 @@ from distributed_sac.errors import UserError, first_line, one_line
 class LearnerCheckpoints:
     """Saves to and restores from `directory` (the newest `max_to_keep` are kept)."""
 
-    def __init__(self, directory: str, agent, train_step: tf.Variable, max_to_keep: int = 3):
+    def __init__(
+        self, directory: str, agent, train_step: tf.Variable, replay, max_to_keep: int = 3
+    ):
         self.directory = directory
-        self._checkpoint = tf.train.Checkpoint(agent=agent, train_step=train_step)
+        self._checkpoint = tf.train.Checkpoint(
+            agent=agent, train_step=train_step, learner_replay=replay
+        )
         # CheckpointManager writes the data files first and the index last: a crash mid-save
         # leaves the previous checkpoint as the latest.
         self._manager = tf.train.CheckpointManager(

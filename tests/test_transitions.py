@@ -8,6 +8,7 @@ from tf_agents.trajectories import trajectory
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.replay import tables
 from distributed_sac.transitions import TransitionPacking
 from tests.conftest import SMOKE_GIN
 
@@ -64,7 +65,14 @@ def test_learner_dataset_yields_the_pairs_collectors_wrote():
         written_pairs = {_pair_key(a, b) for a, b in zip(steps, steps[1:]) if not a.is_boundary()}
         assert writer.items_created == len(written_pairs) == 247
 
-        experience, _ = next(iter(builder.make_dataset(address)))
+        replay = builder.make_learner_replay()
+        feed = builder.make_feed_reader(address)
+        assert feed.available() == 247
+        replay.add(feed.take(feed.available()))
+        assert feed.available() == 0  # each pair taken exactly once
+        assert replay.size == 247
+        assert tables.table_sizes(client)[tables.EXPERIENCE_TABLE] == 247
+        experience, _ = next(iter(builder.make_dataset(replay)))
         assert experience.observation.shape == (16, 2, 28)
         assert experience.step_type.dtype == tf.int32
         for i in range(16):

@@ -1,4 +1,5 @@
-"""Learner role: SAC over the Reverb dataset; pushes weights, checkpoints, saves policies."""
+"""Learner role: SAC on its own replay, fed from the server's feed table; pushes weights,
+checkpoints, saves policies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import signal
 import sys
 import time
+from typing import NamedTuple
 
 from absl import flags, logging
 
@@ -73,11 +75,16 @@ def policy_summaries(agent, train_step, summary_interval: int):
     return after_step
 
 
+class ServerParts(NamedTuple):
+    weights: object  # WeightClient on the variables table
+    feed: object  # FeedReader on the feed table
+
+
 class ProgressLog:
     """Trigger action: a learner_progress report and Throughput/TrainStepsPerSecond."""
 
-    def __init__(self, summary_writer, train_step: int):
-        self._summary_writer = summary_writer
+    def __init__(self, summary_writer, train_step: int, replay):
+        self._summary_writer, self._replay = summary_writer, replay
         self._window_start, self._window_step = time.monotonic(), train_step
 
     def __call__(self, train_step: int, loss: float) -> None:
@@ -85,20 +92,29 @@ class ProgressLog:
 
         now = time.monotonic()
         rate = (train_step - self._window_step) / max(now - self._window_start, 1e-9)
-        report("learner_progress", train_step=train_step, loss=loss, steps_per_s=round(rate, 2))
+        report(
+            "learner_progress",
+            train_step=train_step,
+            loss=loss,
+            steps_per_s=round(rate, 2),
+            replay_size=self._replay.size,
+            pairs_drained=int(self._replay.added.numpy()),
+        )
         with self._summary_writer.as_default(step=train_step):
             tf.summary.scalar("Throughput/TrainStepsPerSecond", rate)
         self._window_start, self._window_step = now, train_step
 
 
 class Training:
-    """Runs the Learner in chunks of weight_push_interval train steps. After each chunk it checks
-    loss and weights for NaN/inf, and only then pushes weights and calls the triggers, so nothing
-    from a diverged step leaves the process."""
+    """Runs the Learner in chunks of weight_push_interval train steps, each once the intake has
+    drained the experience it needs. After each chunk it checks loss and weights for NaN/inf,
+    and only then pushes weights and calls the triggers, so nothing from a diverged step leaves
+    the process."""
 
-    def __init__(self, learner, agent, checkpoints, weights, triggers, faults):
+    def __init__(self, learner, agent, checkpoints, server, intake, triggers, faults):
         self._learner, self._agent, self._checkpoints = learner, agent, checkpoints
-        self._weights, self._triggers, self._faults = weights, triggers, faults
+        self._server, self._intake = server, intake
+        self._triggers, self._faults = triggers, faults
 
     def _diverged(self, what: str) -> UserError:
         return UserError(
@@ -131,9 +147,12 @@ class Training:
     def run(self, step: int, final_step: int, chunk: int, stop: StopRequest) -> int:
         """Trains from `step` until `final_step` or a stop request; the step reached."""
         while step < final_step and not stop.requested:
-            loss = self._run_chunk(min(chunk, final_step - step))
+            iterations = min(chunk, final_step - step)
+            if not self._intake.wait_for(step + iterations, lambda: stop.requested):
+                break
+            loss = self._run_chunk(iterations)
             previous, step = step, int(self._agent.train_step_counter.numpy())
-            self._weights.call(lambda weights: weights.push())
+            self._server.call(lambda parts: parts.weights.push())
             for trigger in self._triggers:
                 trigger(previous, step, loss)
             nan_step = self._faults.nan_weights_at_step
@@ -159,9 +178,9 @@ def _replica_batch_size(batch_size: int, replicas: int) -> int:
     return batch_size // replicas
 
 
-def make_learner(builder: Builder, run_dir, strategy, address: str):
-    """(agent, train_step, TF-Agents Learner) in the strategy's scope, its dataset on the
-    experience table at `address` with each replica's share of the batch."""
+def make_learner(builder: Builder, run_dir, strategy, replay):
+    """(agent, train_step, TF-Agents Learner) in the strategy's scope, its dataset sampling the
+    learner's `replay`, each replica its share of the batch."""
     from tf_agents.train import learner as tfa_learner
     from tf_agents.train.utils import train_utils
 
@@ -175,7 +194,7 @@ def make_learner(builder: Builder, run_dir, strategy, address: str):
         run_dir.root,  # TF-Agents writes its summaries to <root_dir>/train (layout.TRAIN)
         train_step,
         agent,
-        experience_dataset_fn=lambda: builder.make_dataset(address, replica_batch_size),
+        experience_dataset_fn=lambda: builder.make_dataset(replay, replica_batch_size),
         after_train_strategy_step_fn=policy_summaries(agent, train_step, config.summary_interval),
         # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
         # weights. The Learner has built every variable, optimizer slots included, by now.
@@ -186,13 +205,20 @@ def make_learner(builder: Builder, run_dir, strategy, address: str):
     return agent, train_step, learner
 
 
-def make_triggers(config, learner, checkpoints, exporter, train_step: int) -> list:
+def make_triggers(config, learner, checkpoints, exporter, train_step: int, replay) -> list:
     """Logging, checkpointing and policy export, each every its own number of train steps."""
+    progress = ProgressLog(learner.train_summary_writer, train_step, replay)
     return [
-        IntervalTrigger(config.log_interval, ProgressLog(learner.train_summary_writer, train_step)),
+        IntervalTrigger(config.log_interval, progress),
         IntervalTrigger(
             config.checkpoint_interval,
-            lambda at, _: report("learner_checkpoint", train_step=at, path=checkpoints.save(at)),
+            lambda at, _: report(
+                "learner_checkpoint",
+                train_step=at,
+                path=checkpoints.save(at),
+                replay_size=replay.size,
+                pairs_drained=int(replay.added.numpy()),
+            ),
         ),
         IntervalTrigger(config.policy_save_interval, lambda *_: exporter.export()),
     ]
@@ -202,43 +228,52 @@ def main() -> None:
     import tensorflow as tf
 
     from distributed_sac.checkpoints import LearnerCheckpoints
+    from distributed_sac.learner_replay import ExperienceIntake
     from distributed_sac.policy_export import PolicyExporter
 
     config = cli.load_config()
     cli.set_tf_threads(config.learner_tf_threads)
     # The network initialisation and SAC's sampling in training. Keras draws unseeded
     # initializers' seeds from Python's `random`, so seed that too (set_random_seed does).
-    # Reverb's uniform sampler cannot be seeded: two runs with one seed are close, not equal.
+    # Which pairs the replay holds when depends on the collectors' timing, so two runs with one
+    # seed are close, not equal.
     tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
     run_dir = cli.run_dir("learner")
     stop = StopRequest()
     builder = Builder(config)
     address = FLAGS.replay_server_address
-    builder.connect(address, (tables.EXPERIENCE_TABLE,))
-    agent, train_step, learner = make_learner(builder, run_dir, strategy, address)
+    builder.connect(address, (tables.FEED_TABLE,))  # a wrong server fails before any TF work
+
+    def connect() -> ServerParts:
+        weights = builder.make_weight_client(
+            cli.variables_address(), agent.collect_policy.variables(), train_step
+        )
+        return ServerParts(weights, builder.make_feed_reader(address))
+
+    # Made outside the strategy's scope: one copy on the host, not one per replica.
+    replay = builder.make_learner_replay()
+    agent, train_step, learner = make_learner(builder, run_dir, strategy, replay)
     with open(run_dir.operative_config, "w") as f:
         f.write(gin.operative_config_str())
-    checkpoints = LearnerCheckpoints(run_dir.checkpoints, agent, train_step)
+    checkpoints = LearnerCheckpoints(run_dir.checkpoints, agent, train_step, replay)
     restored = checkpoints.restore_latest()
     exporter = PolicyExporter(run_dir.policies, agent.collect_policy, train_step)
-    weights = Reconnecting(
-        "learner",
-        lambda: builder.make_weight_client(
-            cli.variables_address(), agent.collect_policy.variables(), train_step
-        ),
-    )
-    weights.call(lambda client: client.push())  # collectors continue from the restored policy
+    server = Reconnecting("learner", connect)
+    server.call(lambda parts: parts.weights.push())  # collectors continue from the restored policy
     step = int(train_step.numpy())
     report(
         "learner_start",
         train_step=step,
         restored_from=restored,
+        replay_size=replay.size,
+        pairs_drained=int(replay.added.numpy()),
         strategy=FLAGS.strategy,
         replicas=strategy.num_replicas_in_sync,
     )
-    triggers = make_triggers(config, learner, checkpoints, exporter, step)
-    training = Training(learner, agent, checkpoints, weights, triggers, FaultInjection())
+    triggers = make_triggers(config, learner, checkpoints, exporter, step, replay)
+    intake = ExperienceIntake(replay, server, config)
+    training = Training(learner, agent, checkpoints, server, intake, triggers, FaultInjection())
     step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
     path = checkpoints.save(step)
     learner.train_summary_writer.flush()
@@ -247,7 +282,13 @@ def main() -> None:
         # Not 0: training is unfinished, so a supervisor should start the learner again.
         sys.exit(128 + signal.SIGTERM)
     exporter.export()
-    report("learner_done", train_step=step, path=path)
+    report(
+        "learner_done",
+        train_step=step,
+        path=path,
+        replay_size=replay.size,
+        pairs_drained=int(replay.added.numpy()),
+    )
 
 
 def run() -> None:

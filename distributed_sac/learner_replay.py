@@ -1,0 +1,141 @@
+"""The learner's replay: the newest `replay_capacity` pairs in memory, sampled in graph.
+
+Sampling 256 items per train step from Reverb cost the learner about as much CPU as the gradient
+step itself (gRPC, per-item decoding, tf.data batching; 0.65 of the in-memory limit alone, 0.52
+in the cluster). Here every pair crosses the network once: the learner drains new pairs from the
+server's feed table in bulk, keeps them in a ring (a TF variable on its own device) and samples a
+batch with one gather. The server's experience table still holds the same items for status,
+checkpoints and the collectors' random-action budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from distributed_sac.replay import tables
+from distributed_sac.reports import report
+
+
+class LearnerReplay(tf.Module):
+    """A ring of the newest `capacity` packed pairs; uniform sampling over what it holds.
+
+    Its variables go into the learner's checkpoint, so a restarted learner samples from the same
+    items (less those drained after that checkpoint, which its kill lost).
+    """
+
+    def __init__(self, capacity: int, pair_shape):
+        super().__init__(name="learner_replay")
+        self.capacity = capacity
+        self.pairs = tf.Variable(
+            tf.zeros([capacity, *pair_shape], tf.float32), trainable=False, name="pairs"
+        )
+        # Pairs ever added (dropped ones included): the update-to-data ratio counts them.
+        self.added = tf.Variable(0, dtype=tf.int64, trainable=False, name="added")
+
+    @property
+    def size(self) -> int:
+        return min(int(self.added.numpy()), self.capacity)
+
+    def add(self, pairs: np.ndarray) -> None:
+        """Appends [n, 2, width] pairs, overwriting the oldest once full."""
+        count = len(pairs)
+        if count == 0:
+            return
+        kept = pairs[-self.capacity :]
+        first = int(self.added.numpy()) + count - len(kept)
+        slots = (first + np.arange(len(kept), dtype=np.int64)) % self.capacity
+        self.pairs.scatter_nd_update(slots[:, None], kept)
+        self.added.assign_add(count)
+
+    def sample(self, batch_size: int) -> tf.Tensor:
+        """`batch_size` pairs drawn uniformly, with replacement, from those held; [b, 2, width]."""
+        held = tf.minimum(self.added, self.capacity)
+        slots = tf.random.uniform([batch_size], 0, tf.maximum(held, 1), dtype=tf.int64)
+        return tf.gather(self.pairs, slots)
+
+    def dataset(self, batch_size: int, unpack: Callable, prefetch: int) -> tf.data.Dataset:
+        """An endless dataset of (unpacked [batch_size, 2, ...] batch, ()): the Learner's input,
+        with no sample info."""
+        return (
+            tf.data.Dataset.from_tensors(0)
+            .repeat()
+            .map(lambda _: (unpack(self.sample(batch_size)), ()))
+            .prefetch(prefetch)
+        )
+
+
+class ExperienceIntake:
+    """Drains the feed table into the learner's replay, and holds the update-to-data ratio:
+    training up to train step s needs initial_collect_steps + ceil(s / updates_per_env_step)
+    pairs drained, and it drains no more than that; collectors wait while the feed holds
+    `rate_limiter_slack_steps` undrained pairs. With the ratio free it drains whatever waits
+    and needs only initial_collect_steps."""
+
+    def __init__(self, replay: LearnerReplay, server, config, poll_s: float = 0.05):
+        self._replay, self._server, self._config = replay, server, config
+        self._poll_s = poll_s
+
+    def pairs_needed(self, train_step: int) -> int:
+        ratio = self._config.updates_per_env_step
+        initial = self._config.initial_collect_steps
+        return initial if ratio is None else initial + math.ceil(train_step / ratio - 1e-9)
+
+    def drain(self, limit: int | None = None) -> int:
+        """Moves the pairs waiting in the feed (at most `limit`) into the replay; how many.
+
+        With a fixed ratio the learner takes only what its next train steps need: a pair it
+        took lets a collector insert another, so taking more would let collection run ahead.
+        """
+
+        def take_waiting(parts) -> list:
+            taken, waiting = [], parts.feed.available()
+            if limit is not None:
+                waiting = min(waiting, limit)
+            while waiting > 0:
+                pairs = parts.feed.take(waiting)
+                if len(pairs) == 0:
+                    break
+                taken.append(pairs)
+                waiting -= len(pairs)
+            return taken
+
+        taken = self._server.call(take_waiting)
+        for pairs in taken:
+            self._replay.add(pairs)
+        return sum(len(pairs) for pairs in taken)
+
+    def wait_for(self, train_step: int, stop_requested: Callable[[], bool]) -> bool:
+        """Drains until the replay allows training up to `train_step`; False if a stop was
+        requested first."""
+        needed = self.pairs_needed(train_step)
+        free = self._config.updates_per_env_step is None
+        # While waiting, take pairs in pieces of half the feed: each take costs ~15 ms of
+        # CPU for the request alone, and polling with takes every 50 ms during the initial
+        # collection cost the learner 94% of a core (a collector's share on 2 cores).
+        piece = max(1, min(tables.feed_size(self._config) // 2, 1000))
+        last_note = time.monotonic()
+        while True:
+            added = int(self._replay.added.numpy())
+            if free and added >= needed:
+                self.drain()  # the newest pairs, whatever waits
+                return True
+            if added >= needed:
+                return True
+            missing = needed - added
+            waiting = self._server.call(lambda parts: parts.feed.available())
+            if waiting >= min(missing, piece):
+                self.drain(None if free else missing)
+                continue
+            if stop_requested():
+                return False
+            if time.monotonic() - last_note >= 30:
+                logging.info("waiting for experience: %d pairs drained, %d needed", added, needed)
+                report("learner_waiting", pairs_drained=added, pairs_needed=needed)
+                last_note = time.monotonic()
+            time.sleep(self._poll_s)

@@ -1,0 +1,109 @@
+"""The learner's replay: newest pairs kept, uniform sampling, checkpointed with the learner, and
+the intake that drains the feed table and holds the update-to-data ratio."""
+
+from typing import NamedTuple
+
+import numpy as np
+import reverb
+import tensorflow as tf
+from tf_agents.train.utils import train_utils
+
+from distributed_sac.builder import Builder
+from distributed_sac.checkpoints import LearnerCheckpoints
+from distributed_sac.config import load_gin
+from distributed_sac.learner_replay import ExperienceIntake, LearnerReplay
+from distributed_sac.replay import tables
+from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.transitions import PAIR_COLUMN
+from tests.conftest import SMOKE_GIN
+
+
+def _numbered_pairs(first: int, count: int, width: int = 3) -> np.ndarray:
+    """Pairs whose every value is their number, so a sample tells which pair it is."""
+    numbers = np.arange(first, first + count, dtype=np.float32)
+    return np.broadcast_to(numbers[:, None, None], (count, 2, width)).copy()
+
+
+def test_replay_keeps_the_newest_pairs_and_samples_them_uniformly():
+    tf.random.set_seed(0)
+    replay = LearnerReplay(capacity=100, pair_shape=(2, 3))
+    replay.add(_numbered_pairs(0, 70))
+    assert replay.size == 70
+    replay.add(_numbered_pairs(70, 180))  # 250 in all; more than the capacity in one call
+    assert replay.size == 100 and int(replay.added.numpy()) == 250
+    drawn = np.concatenate([replay.sample(500).numpy()[:, 0, 0] for _ in range(40)])
+    counts = np.bincount(drawn.astype(int), minlength=250)
+    assert counts[:150].sum() == 0  # only the newest 100 pairs are held
+    # 20 000 draws over 100 pairs: 200 each, standard deviation 14.
+    assert 130 < counts[150:].min() and counts[150:].max() < 270, counts[150:]
+
+
+def test_replay_goes_into_the_learner_checkpoint(tmp_path):
+    builder = Builder(load_gin([SMOKE_GIN], []))
+    train_step = train_utils.create_train_step()
+    agent = builder.make_agent(train_step)
+    replay = builder.make_learner_replay()
+    width = builder.packing.width
+    replay.add(_numbered_pairs(0, 2500, width))  # smoke.gin holds 2 000
+    train_step.assign(7)
+    saved = LearnerCheckpoints(str(tmp_path), agent, train_step, replay).save(7)
+
+    fresh_step = train_utils.create_train_step()
+    fresh_agent = builder.make_agent(fresh_step)
+    fresh = builder.make_learner_replay()
+    restored = LearnerCheckpoints(str(tmp_path), fresh_agent, fresh_step, fresh).restore_latest()
+    assert restored == saved
+    assert int(fresh.added.numpy()) == 2500 and fresh.size == 2000
+    np.testing.assert_array_equal(fresh.pairs.numpy(), replay.pairs.numpy())
+
+
+class _Parts(NamedTuple):
+    feed: object
+
+
+def test_intake_drains_the_feed_and_trains_only_as_far_as_the_ratio_allows():
+    config = load_gin(
+        [SMOKE_GIN],
+        [
+            "RunConfig.updates_per_env_step = 2.0",
+            "RunConfig.initial_collect_steps = 10",
+            "RunConfig.rate_limiter_slack_steps = 100",
+        ],
+    )
+    builder = Builder(config)
+    server = reverb.Server(builder.make_tables())
+    try:
+        address = f"localhost:{server.port}"
+        client = builder.connect(address)
+        replay = builder.make_learner_replay()
+        feed = Reconnecting("test", lambda: _Parts(builder.make_feed_reader(address)))
+        intake = ExperienceIntake(replay, feed, config, poll_s=0.01)
+        # 10 initial pairs, then 2 train steps per pair.
+        assert [intake.pairs_needed(s) for s in (0, 1, 2, 3, 20)] == [10, 11, 11, 12, 20]
+
+        def write(count: int) -> None:
+            width = builder.packing.width
+            with client.trajectory_writer(num_keep_alive_refs=1) as writer:
+                for pair in _numbered_pairs(replay.added.numpy() + 1000, count, width):
+                    writer.append({PAIR_COLUMN: pair})
+                    for table in tables.EXPERIENCE_TABLES:
+                        writer.create_item(
+                            table, 1.0, {PAIR_COLUMN: writer.history[PAIR_COLUMN][-1]}
+                        )
+
+        write(17)
+        assert intake.wait_for(10, lambda: False)  # needs 15 of the 17
+        assert int(replay.added.numpy()) == 15
+        # It took only what it needs: the rest waits, holding back collectors beyond the slack.
+        assert tables.table_sizes(client)[tables.FEED_TABLE] == 2
+        assert intake.wait_for(14, lambda: False)
+        assert int(replay.added.numpy()) == 17
+        checks = []
+        # 20 train steps need 20 pairs; none come, so it waits until the stop request.
+        assert not intake.wait_for(20, lambda: checks.append(1) or len(checks) > 3)
+        assert len(checks) == 4 and int(replay.added.numpy()) == 17
+        write(5)
+        assert intake.wait_for(20, lambda: False)
+        assert int(replay.added.numpy()) == 20
+    finally:
+        server.stop()
