@@ -107,7 +107,7 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     assert number(r"uniform_table ([\d,]+)/2,000", screen) > 0
     assert "variables 1/1" in screen
     assert number(r"inserts/s ([\d,.]+)", screen) > 0
-    assert number(r"samples/s ([\d,.]+)", screen) > 0
+    assert number(r"drained by the learner/s ([\d,.]+)", screen) > 0
     assert number(r"train_step (\d+)", screen) >= 300
     assert number(r"steps/s ([\d,.]+)   effective", screen) > 0
     assert 0.2 < number(r"effective UTD ([\d.]+)", screen) < 5  # smoke.gin: 1 step per env step
@@ -154,7 +154,8 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     assert {
         "Replay/table_size",
         "Replay/inserts_per_s",
-        "Replay/samples_per_s",
+        "Replay/drained_per_s",
+        "Replay/feed_size",
         "Replay/updates_per_insert",
     } <= tags_under(run.replay)
 

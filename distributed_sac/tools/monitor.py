@@ -11,17 +11,16 @@ from distributed_sac.replay import tables, weights
 
 
 def server_counters(client, timeout_s: int = 30) -> dict:
-    """Table sizes, items inserted and sampled (the experience table's rate-limiter counters,
-    since the server started), and the train step of the newest pushed weights (None before the
-    first push)."""
+    """Table sizes, pairs inserted and pairs the learner drained from the feed (rate-limiter
+    counters, since the server started), and the train step of the newest pushed weights (None
+    before the first push)."""
     info = client.server_info(timeout=timeout_s)
-    experience = info[tables.EXPERIENCE_TABLE]
     return {
         "time": time.monotonic(),
         "table_sizes": {name: table.current_size for name, table in info.items()},
         "table_capacities": {name: table.max_size for name, table in info.items()},
-        "inserts": experience.rate_limiter_info.insert_stats.completed,
-        "samples": experience.rate_limiter_info.sample_stats.completed,
+        "inserts": info[tables.EXPERIENCE_TABLE].rate_limiter_info.insert_stats.completed,
+        "drained": info[tables.FEED_TABLE].rate_limiter_info.sample_stats.completed,
         "train_step": weights.newest_train_step(client, timeout_s),
     }
 
@@ -39,7 +38,7 @@ def rates(before: dict, after: dict) -> dict:
     inserts, steps = per_s("inserts"), per_s("train_step")
     return {
         "inserts_per_s": inserts,
-        "samples_per_s": per_s("samples"),
+        "drained_per_s": per_s("drained"),
         "train_steps_per_s": steps,
         "updates_per_insert": steps / inserts if steps is not None and inserts else None,
     }
@@ -78,7 +77,8 @@ class ReplayMonitor:
             summaries = {
                 "Replay/table_size": counters["table_sizes"][tables.EXPERIENCE_TABLE],
                 "Replay/inserts_per_s": figures.get("inserts_per_s"),
-                "Replay/samples_per_s": figures.get("samples_per_s"),
+                "Replay/feed_size": counters["table_sizes"][tables.FEED_TABLE],
+                "Replay/drained_per_s": figures.get("drained_per_s"),
                 "Replay/updates_per_insert": figures.get("updates_per_insert"),
             }
             with self._writer.as_default(step=counters["train_step"]):

@@ -1,6 +1,6 @@
 """`python -m distributed_sac.tools.status`: one screen on a running cluster.
 
-Reads the replay server (table sizes, insert and sample rates, the learner's train step from the
+Reads the replay server (table sizes, insert and drain rates, the learner's train step from the
 pushed weights) and, with --root_dir, the roles' logs (each collector's policy step and lag) and
 the last evaluation. --watch redraws it until Ctrl-C.
 """
@@ -62,7 +62,8 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
     lines = [
         f"replay server {address} (rates over {after['time'] - before['time']:.1f}s)",
         f"  tables: {tables}",
-        f"  inserts/s {_fmt(rates['inserts_per_s'])}   samples/s {_fmt(rates['samples_per_s'])}",
+        f"  inserts/s {_fmt(rates['inserts_per_s'])}   drained by the learner/s "
+        f"{_fmt(rates['drained_per_s'])}",
         f"learner: train_step {'- (no weights pushed yet)' if train_step is None else train_step}"
         f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD "
         f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item",
