@@ -102,6 +102,52 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
         assert int(policy.get_train_step().numpy()) == 300
 
 
+def test_three_collectors_hold_the_update_to_data_ratio(processes, tmp_path, no_leftovers):
+    """The feed's queue limiter and the learner's intake hold UTD 1 with any collector count:
+    the learner never trains past the pairs it drained, and collectors never insert more than
+    the slack past what it drained."""
+    root = tmp_path / "run"
+    initial, slack, final = 200, 100, 1500
+    launcher, out = launch(
+        processes,
+        root,
+        "--num_collectors",
+        "3",
+        "--gin_bindings",
+        f"RunConfig.num_iterations = {final}",
+        "--gin_bindings",
+        f"RunConfig.rate_limiter_slack_steps = {slack}",
+        "--gin_bindings",
+        "RunConfig.replay_capacity = 10000",  # holds every pair: its size counts the inserts
+    )
+    code = launcher.wait(timeout=900)
+    assert code == 0, read(out)[-3000:]
+    run = RunDir(str(root))
+    progress = reports(run.log("learner"), "learner_progress")
+    assert progress
+    for point in progress:  # UTD 1: one train step per pair past the initial collection
+        assert point["train_step"] <= point["pairs_drained"] - initial, point
+    (done,) = reports(run.log("learner"), "learner_done")
+    assert done["train_step"] == final
+    drained = done["pairs_drained"]
+    assert drained == initial + final  # it drains only what its next train steps need
+    inserted = reports(run.log("replay_server"), "replay_checkpoint")[-1]["table_sizes"][
+        "uniform_table"
+    ]
+    # Feed inserts wait while `slack` pairs are undrained. Behind a waiting feed item, a
+    # collector's writer (16 items pending at most, then the collector waits) may still put
+    # the experience-table halves of its pairs in: at most 16 + 1 pairs per collector.
+    assert drained <= inserted <= drained + slack + 3 * 17, (drained, inserted)
+    for task in range(3):
+        (collector,) = reports(run.log(f"collector-{task}"), "collector_done")
+        assert collector["items_created"] > 50, collector  # none starved
+    print(
+        f"3 collectors, UTD 1: {final} train steps, {drained} pairs drained, {inserted} inserted "
+        f"(initial {initial}): train steps per pair past the initial collection "
+        f"{final / (inserted - initial):.3f}"
+    )
+
+
 def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root)

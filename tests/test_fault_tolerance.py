@@ -120,6 +120,12 @@ def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_left
     assert first["restored_from"] is None and first["train_step"] == 0
     assert second["restored_from"], second
     assert second["train_step"] >= checkpoint["train_step"] > 0
+    # Its replay came back with the checkpoint: the pairs it held then, none drained since.
+    (restored,) = [
+        r for r in reports(log, "learner_checkpoint") if r["path"] == second["restored_from"]
+    ]
+    assert second["replay_size"] == restored["replay_size"] > 0
+    assert second["pairs_drained"] == restored["pairs_drained"] >= 200 + restored["train_step"]
     assert [r["train_step"] for r in reports(log, "learner_done")] == [1500]
     print(
         f"learner killed at train_step >= {killed_at} (first progress past the checkpoint: "
