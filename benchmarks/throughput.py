@@ -4,13 +4,19 @@
                                               [--output throughput.json] [--quick]
 
 Measures in one run, each part in a fresh process so none inherits another's threads or memory:
-  env limit          raw environment steps/s, random actions, no policy, no Reverb
-  learner limit      SAC train steps/s on one in-memory batch, many steps per tf.function call
+  env limit          raw environment steps/s, random actions, no policy, no Reverb; and the
+                     process CPU seconds per env step
+  learner limit      SAC train steps/s on one in-memory batch, many steps per tf.function call;
+                     and the process CPU seconds per train step
   baseline           the tutorial's synchronous loop (collect 1 step, Learner.run(iterations=1),
                      in-process Reverb), iterations/s
   collectors alone   N collector processes feeding a replay server, no learner
-  learner alone      the learner process on a table the collectors filled
+  learner alone      the learner process on what the collectors wrote, through the real data path
+                     (feed table -> its replay of --alone_replay_capacity pairs -> batches); its
+                     peak RSS
   cluster            replay server + learner + N collectors at update-to-data ratio 1
+machine_limit_utd1 = cores / (CPU s per env step + CPU s per train step): the most train steps/s
+any design could reach here at one train step per env step.
 Prints a table and writes the figures as JSON (--output).
 """
 
@@ -44,11 +50,14 @@ def measure_env_limit(gin_file: str, bindings, seconds: float) -> dict:
     spec = env.action_spec()
     rng = np.random.default_rng(0)
     env.reset()
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(spec.dtype))
         steps += 1
-    return {"env_limit": steps / (time.perf_counter() - start)}
+    return {
+        "env_limit": steps / (time.perf_counter() - start),
+        "cpu_s_per_env_step": (time.process_time() - cpu_start) / steps,
+    }
 
 
 def _random_batch(builder, batch_size: int):
@@ -76,9 +85,11 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
     import tensorflow as tf
     from tf_agents.train.utils import train_utils
 
+    from distributed_sac import cli
     from distributed_sac.builder import Builder
 
     builder = Builder(load_config(gin_file, bindings))
+    cli.set_tf_threads(builder.config.learner_tf_threads)  # as the learner role does
     agent = builder.make_agent(train_utils.create_train_step())
     batch = _random_batch(builder, builder.config.batch_size)
 
@@ -90,11 +101,15 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
         return loss
 
     train(tf.constant(10))  # trace and warm up
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         train(tf.constant(50))
         steps += 50
-    return {"learner_limit": steps / (time.perf_counter() - start)}
+    return {
+        "learner_limit": steps / (time.perf_counter() - start),
+        # Every thread of the process: TensorFlow's intra- and inter-op pools included.
+        "cpu_s_per_train_step": (time.process_time() - cpu_start) / steps,
+    }
 
 
 def measure_baseline(gin_file: str, bindings, seconds: float, root_dir: str) -> dict:
@@ -141,10 +156,10 @@ class BenchCluster:
         args = ["--replay_server_address", self.address, "--task", str(task)]
         self.roles.start(f"collector-{task}", "collector", args)
 
-    def start_learner(self) -> None:
+    def start_learner(self):
         root_dir = os.path.join(self.run_dir.root, "learner_root")
         args = ["--replay_server_address", self.address, "--root_dir", root_dir]
-        self.roles.start("learner", "learner", args)
+        return self.roles.start("learner", "learner", args)
 
     def table_size(self) -> int:
         from distributed_sac.replay import tables
@@ -192,25 +207,48 @@ def _collector_rates(
     return rates, (sum(lags) / len(lags) if lags else None)
 
 
+def _role_cpu_seconds(cluster: BenchCluster) -> dict[str, float | None]:
+    return {name: process.cpu_seconds() for name, process in cluster.roles.roles.items()}
+
+
 def _window(cluster: BenchCluster, seconds: float) -> tuple[dict, dict, float]:
+    """Server counters (and each role's CPU seconds, under "cpu") at both ends of a window."""
     start_wall = time.time()
-    begin = cluster.counters()
+    begin = {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         cluster.roles.check_alive()
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-    return begin, cluster.counters(), start_wall
+    return begin, {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}, start_wall
+
+
+def _cpu_per_step(begin: dict, end: dict, roles, steps: float) -> float | None:
+    """The roles' CPU seconds in the window per step (env step or train step)."""
+    used = [
+        end["cpu"].get(role) - begin["cpu"].get(role)
+        for role in roles
+        if end["cpu"].get(role) is not None and begin["cpu"].get(role) is not None
+    ]
+    return sum(used) / steps if used and steps > 0 else None
 
 
 def measure_alone(
-    gin_file: str, bindings, num_collectors: int, seconds: float, work_dir: str, with_learner: bool
+    gin_file: str,
+    bindings,
+    num_collectors: int,
+    seconds: float,
+    work_dir: str,
+    with_learner: bool,
+    replay_capacity: int,
 ) -> dict:
-    """Collectors feeding a server with no learner, then the learner alone on that table."""
+    """Collectors feeding a server with no learner, then the learner alone on what they wrote,
+    both with a replay of `replay_capacity` pairs."""
     import tensorflow as tf
 
     from distributed_sac.builder import Builder
 
-    cluster = BenchCluster(gin_file, (*bindings, *FREE_RUNNING), work_dir)
+    capacity = f"RunConfig.replay_capacity = {replay_capacity}"
+    cluster = BenchCluster(gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir)
     try:
         cluster.start_server()
         # Collectors act with the policy once weights exist: push initial ones as a learner would.
@@ -238,7 +276,7 @@ def measure_alone(
         if not with_learner:
             return result
         # The table is full of this run's experience: now the learner, with nothing competing.
-        cluster.start_learner()
+        learner = cluster.start_learner()
         cluster.wait_until(
             lambda: (cluster.counters()["train_step"] or 0) >= 200, 600, "the learner to train"
         )
@@ -246,9 +284,8 @@ def measure_alone(
         result["learner_alone_steps_per_s"] = (end["train_step"] - begin["train_step"]) / (
             end["time"] - begin["time"]
         )
-        result["learner_alone_samples_per_s"] = (end["samples"] - begin["samples"]) / (
-            end["time"] - begin["time"]
-        )
+        result["learner_alone_replay_capacity"] = replay_capacity
+        result["learner_alone_peak_rss_mb"] = learner.peak_rss_mb()
         return result
     finally:
         cluster.stop_all()
@@ -273,13 +310,27 @@ def measure_cluster(
         begin, end, since = _window(cluster, seconds)
         elapsed = end["time"] - begin["time"]
         rates, lag = _collector_rates(cluster, range(num_collectors), since)
+        train_steps = end["train_step"] - begin["train_step"]
+        env_steps = sum(rates) * elapsed
+        collectors = [f"collector-{task}" for task in range(num_collectors)]
         return {
             "num_collectors": num_collectors,
-            "learner_steps_per_s": (end["train_step"] - begin["train_step"]) / elapsed,
+            "learner_steps_per_s": train_steps / elapsed,
+            # Each role's CPU per step in the cluster: the env's cost under the learning
+            # policy's actions differs from its cost under random ones (the env limit).
+            "cluster_cpu_s_per_train_step": _cpu_per_step(begin, end, ["learner"], train_steps),
+            "cluster_cpu_s_per_env_step": _cpu_per_step(begin, end, collectors, env_steps),
+            "server_cpu_s_per_pair": _cpu_per_step(
+                begin, end, ["replay_server"], end["inserts"] - begin["inserts"]
+            ),
+            "cpu_busy_fraction": sum(
+                _cpu_per_step(begin, end, [role], elapsed) or 0.0 for role in end["cpu"]
+            )
+            / os.cpu_count(),
             "env_steps_per_s_per_collector": rates,
             "env_steps_per_s": sum(rates),
             "inserts_per_s": (end["inserts"] - begin["inserts"]) / elapsed,
-            "samples_per_s": (end["samples"] - begin["samples"]) / elapsed,
+            "drained_per_s": (end["drained"] - begin["drained"]) / elapsed,
             "mean_policy_lag_steps": lag,
         }
     finally:
@@ -318,8 +369,17 @@ def print_table(figures: dict) -> None:
         ("env limit (raw env steps/s)", figures["env_limit"]),
         ("learner limit (train steps/s, in-memory batch)", figures["learner_limit"]),
         ("baseline: tutorial loop (iterations/s)", figures["baseline_it_per_s"]),
+        (
+            "CPU s per env step / per train step",
+            [figures["cpu_s_per_env_step"], figures["cpu_s_per_train_step"]],
+        ),
+        ("machine limit at UTD 1 (train steps/s)", figures["machine_limit_utd1"]),
         ("collector alone (env steps/s)", figures["collector_alone_steps_per_s"]),
         ("learner alone (train steps/s)", figures["learner_alone_steps_per_s"]),
+        (
+            f"learner peak RSS, replay of {figures['learner_alone_replay_capacity']:,} (MiB)",
+            figures["learner_alone_peak_rss_mb"],
+        ),
     ]
     for run in figures["collectors_alone"]:
         rows.append(
@@ -334,13 +394,15 @@ def print_table(figures: dict) -> None:
             (f"cluster UTD 1, {n} collector(s): learner steps/s", run["learner_steps_per_s"]),
             ("  env steps/s per collector", run["env_steps_per_s_per_collector"]),
             ("  env steps/s total", run["env_steps_per_s"]),
-            ("  inserts/s, samples/s (server)", [run["inserts_per_s"], run["samples_per_s"]]),
+            ("  inserts/s, drained/s (server)", [run["inserts_per_s"], run["drained_per_s"]]),
             ("  mean policy lag (train steps)", run["mean_policy_lag_steps"]),
         ]
     rows += [
-        ("collector_vs_env_limit (target >= 0.85)", figures["collector_vs_env_limit"]),
-        ("learner_vs_limit (target >= 0.85)", figures["learner_vs_limit"]),
-        ("cluster_vs_baseline (target >= 2.5)", figures["cluster_vs_baseline"]),
+        ("collector_vs_env_limit (target >= 0.9)", figures["collector_vs_env_limit"]),
+        ("learner_vs_limit (target >= 0.9)", figures["learner_vs_limit"]),
+        ("cluster_vs_learner_limit (target >= 0.75)", figures["cluster_vs_learner_limit"]),
+        ("cluster_vs_machine_limit (aim >= 0.75)", figures["cluster_vs_machine_limit"]),
+        ("cluster_vs_baseline (target >= 3.5)", figures["cluster_vs_baseline"]),
     ]
     for run in figures["collection_scaling"]:
         label = f"{run['num_collectors']} collector(s) alone / (env limit x {run['cores']} cores)"
@@ -364,6 +426,12 @@ def _parse_args():
     parser.add_argument("--limit_seconds", type=float, default=30, help="env/learner limit window")
     parser.add_argument("--baseline_seconds", type=float, default=120)
     parser.add_argument("--num_collectors", default="1,2", help="comma-separated sweep")
+    parser.add_argument(
+        "--alone_replay_capacity",
+        type=int,
+        default=1_000_000,
+        help="replay capacity (pairs) in the alone phases: the learner's peak RSS is reported",
+    )
     parser.add_argument("--output", help="write the figures as JSON here")
     parser.add_argument("--quick", action="store_true", help="tiny run on gin/smoke.gin (tests)")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
@@ -389,6 +457,7 @@ def _check(args) -> list[int]:
         ]
         args.cluster_seconds = args.alone_seconds = args.limit_seconds = 4
         args.baseline_seconds = 4
+        args.alone_replay_capacity = 100_000
     harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
     return sweep
 
@@ -414,7 +483,12 @@ def measure(args, sweep: list[int], work: str) -> dict:
         for n in sweep:
             part_dir = os.path.join(work, f"{kind}{n}")
             os.makedirs(part_dir)
-            extra = {"with_learner": n == sweep[0]} if kind == "alone" else {}
+            extra = {}
+            if kind == "alone":
+                extra = {
+                    "with_learner": n == sweep[0],
+                    "replay_capacity": args.alone_replay_capacity,
+                }
             runs.append(
                 _run_part(
                     kind,
@@ -440,7 +514,7 @@ def add_ratios(figures: dict) -> None:
         cluster_learner_steps_per_s=best["learner_steps_per_s"],
         cluster_env_steps_per_s=best["env_steps_per_s"],
         cluster_inserts_per_s=best["inserts_per_s"],
-        cluster_samples_per_s=best["samples_per_s"],
+        cluster_drained_per_s=best["drained_per_s"],
         cluster_mean_policy_lag_steps=best["mean_policy_lag_steps"],
     )
     figures["collector_vs_env_limit"] = (
@@ -448,7 +522,16 @@ def add_ratios(figures: dict) -> None:
     )
     figures["learner_vs_limit"] = figures["learner_alone_steps_per_s"] / figures["learner_limit"]
     figures["cluster_vs_baseline"] = best["learner_steps_per_s"] / figures["baseline_it_per_s"]
+    figures["cluster_vs_learner_limit"] = best["learner_steps_per_s"] / figures["learner_limit"]
     cores = figures["machine"]["cores"]
+    figures["machine_limit_utd1"] = cores / (
+        figures["cpu_s_per_env_step"] + figures["cpu_s_per_train_step"]
+    )
+    figures["cluster_vs_machine_limit"] = (
+        best["learner_steps_per_s"] / figures["machine_limit_utd1"]
+    )
+    figures["learner_alone_replay_capacity"] = first_alone["learner_alone_replay_capacity"]
+    figures["learner_alone_peak_rss_mb"] = first_alone["learner_alone_peak_rss_mb"]
     figures["collection_scaling"] = [
         {
             "num_collectors": run["num_collectors"],

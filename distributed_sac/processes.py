@@ -102,6 +102,27 @@ class Process:
     def wait(self, timeout: float | None = None) -> int:
         return self.popen.wait(timeout=timeout)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system, all its threads) it has used so far; None once it has exited."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                # Fields after the command name (which may hold spaces) in parentheses.
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def peak_rss_mb(self) -> float | None:
+        """Its peak resident memory so far (the kernel's VmHWM), MiB; None once it has exited."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
     def output(self) -> str:
         """What this process has written to its log so far."""
         with open(self.log_path, "rb") as log:

@@ -18,6 +18,12 @@ KEYS = [
     "collector_vs_env_limit",
     "learner_vs_limit",
     "cluster_vs_baseline",
+    "cluster_vs_learner_limit",
+    "cpu_s_per_env_step",
+    "cpu_s_per_train_step",
+    "machine_limit_utd1",
+    "cluster_vs_machine_limit",
+    "learner_alone_peak_rss_mb",
 ]
 
 
@@ -34,12 +40,17 @@ def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
         assert isinstance(figures[key], float) and figures[key] > 0, (key, figures.get(key))
     assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu_model"]
     assert figures["date"].startswith("20")
-    assert figures["cluster_runs"][0]["samples_per_s"] > 0
+    assert figures["cluster_runs"][0]["drained_per_s"] > 0
+    # The quick run's alone phases hold a 100 000-pair replay: 100 000 x 2 x 40 float32 (32 MB)
+    # in the learner, on top of TensorFlow's few hundred MB.
+    assert figures["learner_alone_replay_capacity"] == 100_000
+    assert figures["learner_alone_peak_rss_mb"] > 32
     # Collectors pull every 25 env steps and the learner pushes every 25 train steps (smoke.gin),
     # so the weights a collector replaces are some pushes old.
     assert figures["cluster_runs"][0]["mean_policy_lag_steps"] > 0
     # The table printed the same figures.
-    assert "cluster_vs_baseline (target >= 2.5)" in printed
+    assert "cluster_vs_baseline (target >= 3.5)" in printed
+    assert "machine limit at UTD 1 (train steps/s)" in printed
     print(printed[printed.index("throughput on") :])
 
 
