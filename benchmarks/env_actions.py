@@ -29,7 +29,7 @@ def main() -> None:
     from distributed_sac.builder import Builder
 
     env = Builder(harness.load_config(args.gin_file, args.gin_bindings)).make_env(seed=0)
-    size = env.action_spec().shape.num_elements()
+    size = int(np.prod(env.action_spec().shape))
     rng = np.random.default_rng(0)
     print(f"{'actions':<20} {'steps/s':>8} {'CPU ms/step':>12} {'episodes ended':>15}")
     for name, pattern in PATTERNS.items():
