@@ -42,6 +42,10 @@ class LearnerReplay(tf.Module):
     def size(self) -> int:
         return min(int(self.added.numpy()), self.capacity)
 
+    def figures(self) -> dict:
+        """What the learner's reports say of its replay: pairs held and pairs ever drained."""
+        return {"replay_size": self.size, "pairs_drained": int(self.added.numpy())}
+
     def add(self, pairs: np.ndarray) -> None:
         """Appends [n, 2, width] pairs, overwriting the oldest once full."""
         count = len(pairs)

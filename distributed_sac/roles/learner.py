@@ -97,8 +97,7 @@ class ProgressLog:
             train_step=train_step,
             loss=loss,
             steps_per_s=round(rate, 2),
-            replay_size=self._replay.size,
-            pairs_drained=int(self._replay.added.numpy()),
+            **self._replay.figures(),
         )
         with self._summary_writer.as_default(step=train_step):
             tf.summary.scalar("Throughput/TrainStepsPerSecond", rate)
@@ -216,8 +215,7 @@ def make_triggers(config, learner, checkpoints, exporter, train_step: int, repla
                 "learner_checkpoint",
                 train_step=at,
                 path=checkpoints.save(at),
-                replay_size=replay.size,
-                pairs_drained=int(replay.added.numpy()),
+                **replay.figures(),
             ),
         ),
         IntervalTrigger(config.policy_save_interval, lambda *_: exporter.export()),
@@ -266,8 +264,7 @@ def main() -> None:
         "learner_start",
         train_step=step,
         restored_from=restored,
-        replay_size=replay.size,
-        pairs_drained=int(replay.added.numpy()),
+        **replay.figures(),
         strategy=FLAGS.strategy,
         replicas=strategy.num_replicas_in_sync,
     )
@@ -286,8 +283,7 @@ def main() -> None:
         "learner_done",
         train_step=step,
         path=path,
-        replay_size=replay.size,
-        pairs_drained=int(replay.added.numpy()),
+        **replay.figures(),
     )
 
 
