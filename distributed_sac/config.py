@@ -32,6 +32,9 @@ class RunConfig:
     # trains that many steps per item it drains from the feed table, whose queue limiter holds
     # the collectors back, so the ratio holds for any collector count (see replay/tables).
     updates_per_env_step: float | None = None
+    # Collectors the local launcher starts (its --num_collectors overrides; a cluster manifest
+    # sets its own count). Below an update-to-data ratio of 1, more collectors feed the learner.
+    num_collectors: int = 1
     # How far (in environment steps) inserts may run ahead of the learner's draining.
     rate_limiter_slack_steps: int = 1_000
     weight_push_interval: int = 100  # learner train steps between weight pushes
@@ -66,6 +69,7 @@ class RunConfig:
             "weight_pull_interval",
             "eval_interval",
             "num_eval_episodes",
+            "num_collectors",
         ):
             if getattr(self, name) < 1:
                 raise UserError(f"RunConfig.{name} must be at least 1, got {getattr(self, name)}")

@@ -4,7 +4,8 @@ operative_config.gin   the config the learner actually used
 logs/<role>.log        each role's output, captured by the launcher
 checkpoints/           learner checkpoints (strict restore)
 train/                 learner TensorBoard summaries (TF-Agents' Learner writes them there)
-policies/              SavedModels: greedy_policy/, collect_policy/
+policies/              SavedModels: greedy_policy/, collect_policy/ (the learner's newest),
+                       best_greedy_policy/ (the evaluator's best, its evaluation.json inside)
 collect/<task>/        collector summaries
 eval/                  evaluator summaries and metrics.jsonl (one JSON object per evaluation)
 reverb/                replay server checkpoints
@@ -22,6 +23,7 @@ TRAIN = "train"  # tf_agents.train.learner.TRAIN_DIR
 POLICIES = "policies"  # tf_agents.train.learner.POLICY_SAVED_MODEL_DIR
 GREEDY_POLICY = "greedy_policy"
 COLLECT_POLICY = "collect_policy"
+BEST_GREEDY_POLICY = "best_greedy_policy"
 COLLECT = "collect"
 EVAL = "eval"
 METRICS = "metrics.jsonl"
@@ -68,6 +70,10 @@ class RunDir:
     @property
     def collect_policy(self) -> str:
         return self._join(POLICIES, COLLECT_POLICY)
+
+    @property
+    def best_greedy_policy(self) -> str:
+        return self._join(POLICIES, BEST_GREEDY_POLICY)
 
     def collect(self, task: int) -> str:
         return self._join(COLLECT, str(task))

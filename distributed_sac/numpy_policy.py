@@ -20,6 +20,7 @@ class NumpyActorPolicy:
     """
 
     def __init__(self, tf_policy, greedy: bool = False, seed: int | None = None):
+        self.tf_policy = tf_policy
         self._variables = list(tf_policy.variables())
         action_spec = tf_policy.action_spec
         observation_spec = tf_policy.time_step_spec.observation

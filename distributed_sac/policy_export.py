@@ -1,13 +1,60 @@
-"""Saving the learner's policies as standalone SavedModels under <root_dir>/policies/."""
+"""Policies as standalone SavedModels under <root_dir>/policies/, each published without a gap.
+
+`publish_dir` is the one way a policy directory is replaced: the new SavedModel is written to a
+versioned directory beside it, then the name (a relative symlink) is switched to it by one
+`os.replace`, so a reader always finds a complete policy under the name, before and after,
+also when the writer is killed halfway. `greedy_policy/` and `collect_policy/` are the learner's
+newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 from tf_agents.policies import greedy_policy, policy_saver
 
 from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
+
+VERSION_MARK = ".v"  # <name>.v<n>: the directories a published name points at
+
+
+def published_versions(final: str) -> list[str]:
+    """The version directories of `final` on disk, oldest first."""
+    parent, name = os.path.split(final)
+    prefix = name + VERSION_MARK
+    numbered = []
+    for entry in os.listdir(parent or "."):
+        if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
+            numbered.append((int(entry[len(prefix) :]), os.path.join(parent, entry)))
+    return [path for _, path in sorted(numbered)]
+
+
+def publish_dir(final: str, write: Callable[[str], None]) -> None:
+    """Calls `write(directory)` on a fresh directory, then makes `final` name it atomically.
+
+    Versions that no longer have the name (an older one, or one a killed writer left half
+    written) are removed afterwards. A `final` that is a plain directory (runs written before
+    this scheme) is moved to a version first.
+    """
+    parent, name = os.path.split(final)
+    os.makedirs(parent, exist_ok=True)
+    versions = published_versions(final)
+    number = 1 + max((int(v.rsplit(VERSION_MARK, 1)[1]) for v in versions), default=0)
+    if os.path.isdir(final) and not os.path.islink(final):
+        os.replace(final, f"{final}{VERSION_MARK}{number}")
+        number += 1
+    target = f"{final}{VERSION_MARK}{number}"
+    write(target)
+    link = f"{final}.link"
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.basename(target), link)
+    os.replace(link, final)
+    for stale in published_versions(final):
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 class PolicyExporter:
@@ -23,12 +70,5 @@ class PolicyExporter:
         }
 
     def export(self) -> None:
-        os.makedirs(self._policies_dir, exist_ok=True)
         for name, saver in self._savers.items():
-            final = os.path.join(self._policies_dir, name)
-            staging = final + ".tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            saver.save(staging)
-            # Readers never see a half-written SavedModel: swap in the complete one.
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(staging, final)
+            publish_dir(os.path.join(self._policies_dir, name), saver.save)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -229,3 +230,24 @@ def one_error_line(result, tool: str) -> str:
     assert len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith(f"{tool}: error: "), lines[0]
     return lines[0]
+
+
+def standalone_action(policy_dir, cwd) -> list[float]:
+    """Runs README's standalone-policy snippet on `policy_dir` in a fresh Python that imports
+    neither tf_agents nor this package; the action it prints for an all-zero observation."""
+    readme = read(os.path.join(REPO_ROOT, "README.md"))
+    snippet = readme.split("<!-- standalone policy -->\n```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace("runs/x/policies/best_greedy_policy", str(policy_dir))
+    check = "\nimport sys\nassert not {'tf_agents', 'distributed_sac'} & set(sys.modules)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", snippet + check],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        preexec_fn=die_with_parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # numpy prints "[[ 0.05 -0.03 ...]]": the numbers of the action.
+    return [float(x) for x in re.findall(r"-?\d+\.\d*(?:e[-+]?\d+)?", result.stdout)]

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,14 +14,15 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
 from tests.conftest import (
-    REPO_ROOT,
     last_line,
     launch,
     read,
     reports,
     run_processes_of,
+    standalone_action,
     wait_for_line,
 )
 
@@ -75,31 +73,28 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
     assert {"ckpt-150.index", "ckpt-300.index"} <= {p.name for p in Path(run.checkpoints).iterdir()}
     assert list(Path(run.train).iterdir()), "no learner summaries"
 
-    # README's snippet loads the greedy policy with TensorFlow alone.
-    readme = read(os.path.join(REPO_ROOT, "README.md"))
-    snippet = readme.split("<!-- standalone policy -->\n```python\n", 1)[1].split("```", 1)[0]
-    snippet = snippet.replace("runs/x/policies/greedy_policy", run.greedy_policy)
-    check = "\nimport sys\nassert not {'tf_agents', 'distributed_sac'} & set(sys.modules)\n"
-    result = subprocess.run(
-        [sys.executable, "-c", snippet + check],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    # numpy prints "[[ 0.05 -0.03 ...]]": eight numbers, each a motor command in [-1, 1].
-    printed = [float(x) for x in re.findall(r"-?\d+\.\d*(?:e[-+]?\d+)?", result.stdout)]
-    assert len(printed) == 8 and all(abs(x) <= 1.0 for x in printed), result.stdout
+    # README's snippet loads the best greedy policy with TensorFlow alone: the policy of the
+    # best evaluation, replaced only by better ones.
+    best = best_policy.read_record(run.best_greedy_policy)
+    assert best["AverageReturn"] == max(e["AverageReturn"] for e in evaluations)
+    assert best in evaluations
+    saved = reports(run.log("evaluator"), "best_policy")
+    assert saved and saved[-1]["train_step"] == best["train_step"]
+    returns = [report["AverageReturn"] for report in saved]
+    assert returns == sorted(set(returns)), returns  # each one better than the one before
+    assert returns[0] == evaluations[0]["AverageReturn"]
+    action = standalone_action(run.best_greedy_policy, tmp_path)
+    # Eight numbers, each a motor command in [-1, 1].
+    assert len(action) == 8 and all(abs(x) <= 1.0 for x in action), action
 
     observation = tf.constant(np.random.default_rng(0).normal(size=(1, 28)), tf.float32)
-    for policy_dir in (run.greedy_policy, run.collect_policy):
+    for policy_dir in (run.greedy_policy, run.collect_policy, run.best_greedy_policy):
         policy = tf.saved_model.load(policy_dir)
         action = policy.action(ts.restart(observation, batch_size=1)).action.numpy()
         assert action.shape == (1, 8)
         assert np.all(np.abs(action) <= 1.0)
-        assert int(policy.get_train_step().numpy()) == 300
+        expected_step = best["train_step"] if policy_dir == run.best_greedy_policy else 300
+        assert int(policy.get_train_step().numpy()) == expected_step
 
 
 def test_three_collectors_hold_the_update_to_data_ratio(processes, tmp_path, no_leftovers):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from distributed_sac import best_policy, evaluation
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
@@ -95,6 +96,18 @@ def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no
     assert done["last_policy_train_step"] == 1500
 
 
+def assert_best_policy_is_the_best_evaluation(run: RunDir) -> dict:
+    """policies/best_greedy_policy holds the run's best evaluation, and each save over the
+    evaluator's lives (its log spans restarts) beat the one before; its record."""
+    evaluations, _ = evaluation.read_evaluations(run.metrics)
+    best = best_policy.read_record(run.best_greedy_policy)
+    assert best is not None, "no best policy kept"
+    assert best["AverageReturn"] == max(e["AverageReturn"] for e in evaluations)
+    returns = [r["AverageReturn"] for r in reports(run.log("evaluator"), "best_policy")]
+    assert returns == sorted(set(returns)) and returns[-1] == best["AverageReturn"], returns
+    return best
+
+
 def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
@@ -127,8 +140,10 @@ def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_left
     assert second["replay_size"] == restored["replay_size"] > 0
     assert second["pairs_drained"] == restored["pairs_drained"] >= 200 + restored["train_step"]
     assert [r["train_step"] for r in reports(log, "learner_done")] == [1500]
+    best = assert_best_policy_is_the_best_evaluation(RunDir(str(root)))
     print(
-        f"learner killed at train_step >= {killed_at} (first progress past the checkpoint: "
+        f"best policy: {best_policy.describe(best)}; learner killed at train_step >= "
+        f"{killed_at} (first progress past the checkpoint: "
         f"{progress[0]['train_step']}); resumed at {second['train_step']} from "
         f"{second['restored_from']}; steps lost <= {killed_at - second['train_step']} "
         "(plus those after the last progress line)"
@@ -221,6 +236,7 @@ def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_pa
         return [json.loads(line) for line in read(metrics).splitlines()]
 
     before = wait_until(lambda: evaluations()[2:] and evaluations(), "3 evaluations", launcher)
+    best_before = best_policy.read_record(run.best_greedy_policy)
     os.kill(pid_of(root, "evaluator"), signal.SIGKILL)
     output = finish(launcher, out)
     assert "evaluator exited with signal SIGKILL; restart 1/3 in 2s" in output
@@ -231,7 +247,14 @@ def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_pa
     assert steps[-1] == 1500 and len(after) > len(before)
     (resumed,) = reports(run.log("evaluator"), "evaluator_resumed")
     assert resumed["last_evaluated"] >= before[-1]["train_step"]
-    print(f"evaluations before the kill: {[e['train_step'] for e in before]}; after: {steps}")
+    # The best policy outlived the kill: kept, or replaced by a better one only.
+    best = assert_best_policy_is_the_best_evaluation(run)
+    assert best_before is not None and best["AverageReturn"] >= best_before["AverageReturn"]
+    print(
+        f"evaluations before the kill: {[e['train_step'] for e in before]}; after: {steps}; "
+        f"best before the kill: {best_policy.describe(best_before)}; at the end: "
+        f"{best_policy.describe(best)}"
+    )
 
 
 def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_leftovers):

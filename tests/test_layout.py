@@ -18,6 +18,7 @@ def test_run_dir_layout_is_the_documented_one():
     assert run.policies == "/r/policies"
     assert run.greedy_policy == "/r/policies/greedy_policy"
     assert run.collect_policy == "/r/policies/collect_policy"
+    assert run.best_greedy_policy == "/r/policies/best_greedy_policy"
     assert run.collect(3) == "/r/collect/3"
     assert run.eval == "/r/eval"
     assert run.metrics == "/r/eval/metrics.jsonl"

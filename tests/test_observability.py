@@ -118,6 +118,12 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     evaluated = {e["train_step"] for e in evaluation.read_evaluations(run.metrics)[0]}
     assert number(r"last evaluation: train_step (\d+)", screen) in evaluated
     assert re.search(r"AverageReturn -?[\d.]+  AverageEpisodeLength [\d.]+", screen)
+    # The best policy is one of the evaluations (a later one may have replaced it since).
+    best = re.search(r"best policy: AverageReturn (-?[\d.]+) at train step (\d+)", screen)
+    evaluations = evaluation.read_evaluations(run.metrics)[0]
+    assert (best[1], int(best[2])) in {
+        (f"{e['AverageReturn']:.3f}", e["train_step"]) for e in evaluations
+    }
 
     # --watch redraws until interrupted.
     watch_out = tmp_path / "watch.out"

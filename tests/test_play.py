@@ -73,7 +73,7 @@ def test_bad_input(smoke_root, tmp_path):
         (
             ["--policy_dir", str(smoke_root)] + out,
             (),
-            f"this looks like a root_dir: try --policy_dir {smoke_root}/policies/greedy_policy",
+            f"this looks like a root_dir: try --root_dir {smoke_root}",
         ),
         (policy + ["--output", str(locked / "v.mp4")], prefix, "output directory is not writable"),
         (policy + ["--output", str(tmp_path / "no" / "v.mp4")], (), "output directory does not"),

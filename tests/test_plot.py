@@ -38,7 +38,8 @@ def test_one_run_png_has_the_requested_pixel_size(smoke_root, tmp_path):
     result = run_tool(
         "tools.plot",
         ["--root_dir", str(smoke_root), "--output", str(output)]
-        + ["--width_px", "901", "--height_px", "433", "--title", "smoke"],
+        + ["--width_px", "901", "--height_px", "433", "--title", "smoke"]
+        + ["--x_axis", "env_steps"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert png_size(output) == (901, 433)
@@ -88,8 +89,18 @@ def test_bad_input(smoke_root, tmp_path):
     empty_metrics = tmp_path / "started"
     Path(RunDir(str(empty_metrics)).eval).mkdir(parents=True)
     Path(RunDir(str(empty_metrics)).metrics).write_text("")
+    older = tmp_path / "older"  # evaluations written before env_steps existed
+    Path(RunDir(str(older)).eval).mkdir(parents=True)
+    Path(RunDir(str(older)).metrics).write_text(
+        '{"train_step": 0, "AverageReturn": 1.0, "wall_time": 1.0}\n'
+    )
     locked, prefix = unwritable_dir(tmp_path / "locked")
     cases = [
+        (
+            ["--root_dir", str(older), "--x_axis", "env_steps"] + out,
+            (),
+            f"{older}'s evaluations have no env_steps (an older run)",
+        ),
         (["--root_dir", str(tmp_path / "missing")] + out, (), "root_dir not found: "),
         (["--root_dir", str(empty_dir)] + out, (), f"no evaluations yet in {empty_dir} "),
         (["--root_dir", str(empty_metrics)] + out, (), "eval/metrics.jsonl is empty"),

@@ -9,6 +9,7 @@ import time
 from absl import flags, logging
 
 from distributed_sac import cli, evaluation
+from distributed_sac.best_policy import BestPolicyKeeper, describe
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError
 from distributed_sac.replay import tables
@@ -42,7 +43,7 @@ def is_due(step: int, last_evaluated: int | None, config) -> bool:
     return step // config.eval_interval > last_evaluated // config.eval_interval
 
 
-def _write(run_dir, summaries, result: dict) -> None:
+def _write(run_dir, summaries, result: dict, best: BestPolicyKeeper) -> None:
     import tensorflow as tf
 
     if not math.isfinite(result["AverageReturn"]):
@@ -53,6 +54,9 @@ def _write(run_dir, summaries, result: dict) -> None:
         tf.summary.scalar("Metrics/AverageEpisodeLength", result["AverageEpisodeLength"])
     summaries.flush()
     report("evaluation", **result)
+    # After metrics.jsonl: a restarted evaluator re-evaluates a step only if its line is missing.
+    if best.offer(result):
+        report("best_policy", path=best.policy_dir, **result)
 
 
 def main() -> None:
@@ -77,7 +81,10 @@ def main() -> None:
     os.makedirs(run_dir.eval, exist_ok=True)
     summaries = tf.summary.create_file_writer(run_dir.eval)
     last_evaluated = last_evaluated_step(run_dir.metrics)
+    best = BestPolicyKeeper(run_dir.best_greedy_policy, greedy.tf_policy)
     report("evaluator_start", nice=os.nice(0))
+    if best.best is not None:
+        logging.info("best policy so far: %s", describe(best.best))
     if last_evaluated is not None:
         report("evaluator_resumed", last_evaluated=last_evaluated)
     while last_evaluated is None or last_evaluated < config.num_iterations:
@@ -101,7 +108,7 @@ def main() -> None:
             "weights_time": pulled_time,  # when the evaluated weights were pulled
             "wall_time": time.time(),  # when the evaluation finished
         }
-        _write(run_dir, summaries, result)
+        _write(run_dir, summaries, result, best)
         last_evaluated = step
     env.close()
     report("evaluator_done", last_evaluated=last_evaluated)

@@ -36,7 +36,9 @@ DEFAULT_GIN = os.path.join(BUNDLED_GIN_DIR, "minitaur.gin")
 LOCAL_SH = os.path.join(processes.REPO_ROOT, "launch", "local.sh")
 
 flags.DEFINE_string("root_dir", None, "Run directory (default: ./runs/<date-time>).")
-flags.DEFINE_integer("num_collectors", 1, "Number of collector processes.")
+flags.DEFINE_integer(
+    "num_collectors", None, "Number of collector processes (default: RunConfig.num_collectors)."
+)
 flags.DEFINE_multi_string("gin_file", [], f"Gin file, repeatable (default: {DEFAULT_GIN}).")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin binding, repeatable.")
 flags.DEFINE_alias("gin_binding", "gin_bindings")  # the launcher's spelling before 2026-11
@@ -220,7 +222,7 @@ def main(argv) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if FLAGS.num_collectors < 1:
+        if FLAGS.num_collectors is not None and FLAGS.num_collectors < 1:
             raise UserError("--num_collectors must be at least 1")
         gin_files = [os.path.abspath(f) for f in (FLAGS.gin_file or [DEFAULT_GIN])]
         config = load_gin(gin_files, FLAGS.gin_bindings)  # fails here, before any role starts
@@ -257,7 +259,7 @@ def main(argv) -> None:
             f"status:        {console_script('distributed-sac-status')} --replay_server_address "
             f"localhost:{FLAGS.port} --root_dir {run_dir.root}"
         )
-        run_cluster(cluster, FLAGS.port, FLAGS.num_collectors)
+        run_cluster(cluster, FLAGS.port, FLAGS.num_collectors or config.num_collectors)
     except UserError as error:
         if cluster is not None:
             cluster.console.close()

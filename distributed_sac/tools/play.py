@@ -1,7 +1,10 @@
 """Plays a saved greedy policy in the environment and records a video, headless.
 
-    python -m distributed_sac.tools.play --policy_dir runs/x/policies/greedy_policy --episodes 3 \
-        --output minitaur.mp4
+    python -m distributed_sac.tools.play --root_dir runs/x --episodes 3 --output minitaur.mp4
+
+With --root_dir it plays the run's best policy, policies/best_greedy_policy (the evaluator keeps
+the greedy policy of the best evaluation there, see best_policy.py), or the newest export,
+policies/greedy_policy, before the first evaluation; --policy_dir plays any policy directory.
 
 The policy is a TF-Agents SavedModel written by the learner (policy_export.PolicyExporter); the
 environment comes from the gin config (--gin_file, default gin/minitaur.gin, and --gin_bindings),
@@ -21,7 +24,7 @@ import time
 import numpy as np
 from absl import flags
 
-from distributed_sac import cli, entrypoint
+from distributed_sac import best_policy, cli, entrypoint
 from distributed_sac.config import BUNDLED_GIN_DIR, load_gin
 from distributed_sac.errors import UserError, first_line
 from distributed_sac.layout import RunDir
@@ -35,8 +38,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "policy_dir",
     None,
-    "The greedy policy SavedModel to play, e.g. <root_dir>/policies/greedy_policy; "
-    "default: that directory of --root_dir.",
+    "The greedy policy SavedModel to play, e.g. <root_dir>/policies/greedy_policy; default: "
+    "--root_dir's best policy, policies/best_greedy_policy (or policies/greedy_policy if no "
+    "evaluation has been saved yet).",
 )
 flags.DEFINE_integer("episodes", 3, "Episodes to play (at least 1).")
 flags.DEFINE_string(
@@ -194,10 +198,17 @@ def check_policy_dir(policy_dir: str) -> None:
         for name in ("saved_model.pb", "saved_model.pbtxt")
     ):
         hint = ""
-        greedy = RunDir(policy_dir).greedy_policy
-        if os.path.isdir(greedy):
-            hint = f"; this looks like a root_dir: try --policy_dir {greedy}"
+        if os.path.isdir(RunDir(policy_dir).policies):
+            hint = f"; this looks like a root_dir: try --root_dir {policy_dir}"
         raise UserError(f"{policy_dir} is not a SavedModel policy (no saved_model.pb){hint}")
+
+
+def run_policy_dir(root_dir: str | None) -> str:
+    """The policy played for a run: its best one, or its newest before any was kept."""
+    if not root_dir:
+        raise UserError("play needs --policy_dir or --root_dir (to play the run's best policy)")
+    run = RunDir(root_dir)
+    return run.best_greedy_policy if os.path.isdir(run.best_greedy_policy) else run.greedy_policy
 
 
 def load_policy(policy_dir: str):
@@ -278,12 +289,11 @@ def main() -> None:
         raise UserError(
             f"an .mp4 needs an even --width and --height, got {FLAGS.width}x{FLAGS.height}"
         )
-    policy_dir = FLAGS.policy_dir
-    if not policy_dir:
-        if not FLAGS.root_dir:
-            raise UserError("play needs --policy_dir (or --root_dir, to play its greedy policy)")
-        policy_dir = RunDir(FLAGS.root_dir).greedy_policy
+    policy_dir = FLAGS.policy_dir or run_policy_dir(FLAGS.root_dir)
     check_policy_dir(policy_dir)
+    record = best_policy.read_record(policy_dir)
+    saved = f" ({best_policy.describe(record)} in training)" if record else ""
+    print(f"playing {policy_dir}{saved}", flush=True)
     config = load_gin(FLAGS.gin_file or [DEFAULT_GIN_FILE], FLAGS.gin_bindings)
     cli.set_tf_threads(config.actor_tf_threads)
     policy = load_policy(policy_dir)

@@ -3,9 +3,10 @@
     python -m distributed_sac.tools.plot --root_dir runs/a [--root_dir runs/b ...] \
         --output returns.png
 
-Left panel: AverageReturn against train step; right panel: against wall time, in minutes since
-each run's first evaluation. One line per run, labelled by its root_dir's base name, with a
-marker at every evaluation. Needs json and matplotlib only (no TensorFlow), so it starts fast.
+Left panel: AverageReturn against train step (or env steps, --x_axis env_steps); right panel:
+against wall time, in minutes since each run's first evaluation. One line per run, labelled by
+its root_dir's base name, with a marker at every evaluation. Needs json and matplotlib only (no
+TensorFlow), so it starts fast.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ flags.DEFINE_string("output", "returns.png", "Figure to write: .png, .svg or .pd
 flags.DEFINE_string("title", None, "Title over both panels.")
 flags.DEFINE_integer("width_px", 1200, "Figure width in pixels (at --dpi).")
 flags.DEFINE_integer("height_px", 500, "Figure height in pixels (at --dpi).")
+flags.DEFINE_enum(
+    "x_axis",
+    "train_step",
+    ["train_step", "env_steps"],
+    "The left panel's x axis: learner train steps, or environment steps (the experience behind "
+    "each evaluated policy, metrics.jsonl's env_steps).",
+)
 flags.DEFINE_integer("dpi", 100, "Dots per inch: a PNG is exactly width_px x height_px pixels.")
 
 OUTPUT_EXTENSIONS = (".png", ".svg", ".pdf")
@@ -57,10 +65,9 @@ def run_label(root_dir: str) -> str:
     return os.path.basename(os.path.normpath(os.path.abspath(root_dir)))
 
 
-TRAIN_STEP_PANELS = (
-    ("train_step", "train step"),
-    ("minutes", "minutes since the run's first evaluation"),
-)
+MINUTES_PANEL = ("minutes", "minutes since the run's first evaluation")
+TRAIN_STEP_PANELS = (("train_step", "train step"), MINUTES_PANEL)
+ENV_STEPS_PANELS = (("env_steps", "environment steps"), MINUTES_PANEL)
 
 
 def draw(runs, output: str, title, width_px, height_px, dpi, panels=TRAIN_STEP_PANELS):
@@ -106,6 +113,8 @@ def main() -> None:
     runs = []
     for root_dir in FLAGS.root_dir:
         evaluations, skipped = read_run(root_dir)
+        if FLAGS.x_axis == "env_steps" and any("env_steps" not in e for e in evaluations):
+            raise UserError(f"{root_dir}'s evaluations have no env_steps (an older run)")
         runs.append((root_dir, evaluations, skipped))
     draw(
         [(run_label(root_dir), with_minutes(evaluations)) for root_dir, evaluations, _ in runs],
@@ -114,6 +123,7 @@ def main() -> None:
         FLAGS.width_px,
         FLAGS.height_px,
         FLAGS.dpi,
+        TRAIN_STEP_PANELS if FLAGS.x_axis == "train_step" else ENV_STEPS_PANELS,
     )
     size = f" ({FLAGS.width_px}x{FLAGS.height_px} px)" if output.lower().endswith(".png") else ""
     print(f"wrote {output}{size}")

@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from distributed_sac import cli, evaluation, reports
+from distributed_sac import best_policy, cli, evaluation, reports
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
 
@@ -81,6 +81,11 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
             )
         else:
             lines.append("last evaluation: none yet")
+        best = best_policy.read_record(RunDir(root_dir).best_greedy_policy)
+        if best is not None:
+            lines.append(
+                f"best policy: {best_policy.describe(best)} ({RunDir(root_dir).best_greedy_policy})"
+            )
     return "\n".join(lines)
 
 
