@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
 from tests.conftest import SMOKE_GIN, one_error_line, run_tool, unwritable_dir
 
@@ -87,3 +88,19 @@ def test_bad_input(smoke_root, tmp_path):
         print(line)
     assert not list(locked.iterdir())
     assert not list(tmp_path.glob("v.*"))
+
+
+def test_root_dir_plays_the_best_policy(smoke_root, tmp_path):
+    run = RunDir(str(smoke_root))
+    best = best_policy.read_record(run.best_greedy_policy)
+    output = tmp_path / "best.gif"
+    result = run_tool(
+        "tools.play",
+        ["--root_dir", str(smoke_root), "--gin_file", SMOKE_GIN, "--output", str(output)]
+        + ["--episodes", "1", "--max_steps_per_episode", "5", "--width", "64", "--height", "48"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0] == (
+        f"playing {run.best_greedy_policy} ({best_policy.describe(best)} in training)"
+    )
+    assert output.stat().st_size > 0
