@@ -4,9 +4,11 @@
         --output returns.png
 
 Left panel: AverageReturn against train step (or env steps, --x_axis env_steps); right panel:
-against wall time, in minutes since each run's first evaluation. One line per run, labelled by
-its root_dir's base name, with a marker at every evaluation. Needs json and matplotlib only (no
-TensorFlow), so it starts fast.
+against minutes of training since each run's first evaluation. Both come from
+learning_curve.read_curve: env steps count on across relaunches, and the time a stopped run
+waited for its relaunch is left out. One line per run, labelled by its root_dir's base name,
+with a marker at every evaluation. Needs json and matplotlib only (no TensorFlow), so it starts
+fast.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 
 from absl import flags
 
-from distributed_sac import entrypoint, evaluation, layout
+from distributed_sac import entrypoint, evaluation, layout, learning_curve
 from distributed_sac.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -31,8 +33,8 @@ flags.DEFINE_enum(
     "x_axis",
     "train_step",
     ["train_step", "env_steps"],
-    "The left panel's x axis: learner train steps, or environment steps (the experience behind "
-    "each evaluated policy, metrics.jsonl's env_steps).",
+    "The left panel's x axis: learner train steps, or environment steps (the experience the "
+    "learner had taken in at each evaluated train step).",
 )
 flags.DEFINE_integer("dpi", 100, "Dots per inch: a PNG is exactly width_px x height_px pixels.")
 
@@ -65,7 +67,7 @@ def run_label(root_dir: str) -> str:
     return os.path.basename(os.path.normpath(os.path.abspath(root_dir)))
 
 
-MINUTES_PANEL = ("minutes", "minutes since the run's first evaluation")
+MINUTES_PANEL = ("minutes", "minutes of training since the run's first evaluation")
 TRAIN_STEP_PANELS = (("train_step", "train step"), MINUTES_PANEL)
 ENV_STEPS_PANELS = (("env_steps", "environment steps"), MINUTES_PANEL)
 
@@ -98,10 +100,11 @@ def draw(runs, output: str, title, width_px, height_px, dpi, panels=TRAIN_STEP_P
         raise UserError(f"cannot write {output}: {error.strerror or error}") from None
 
 
-def with_minutes(evaluations: list[dict]) -> list[dict]:
-    """The evaluations with "minutes" since the first one (its wall_time)."""
-    start = evaluations[0]["wall_time"]
-    return [dict(e, minutes=(e["wall_time"] - start) / 60.0) for e in evaluations]
+def with_minutes(root_dir: str) -> list[dict]:
+    """The run's learning curve with "minutes" of training since its first evaluation."""
+    curve = learning_curve.read_curve(root_dir)
+    start = curve[0]["training_minutes"]
+    return [dict(e, minutes=e["training_minutes"] - start) for e in curve]
 
 
 def main() -> None:
@@ -113,11 +116,13 @@ def main() -> None:
     runs = []
     for root_dir in FLAGS.root_dir:
         evaluations, skipped = read_run(root_dir)
-        if FLAGS.x_axis == "env_steps" and any("env_steps" not in e for e in evaluations):
+        if FLAGS.x_axis == "env_steps" and any(
+            e["env_steps"] is None for e in learning_curve.read_curve(root_dir)
+        ):
             raise UserError(f"{root_dir}'s evaluations have no env_steps (an older run)")
         runs.append((root_dir, evaluations, skipped))
     draw(
-        [(run_label(root_dir), with_minutes(evaluations)) for root_dir, evaluations, _ in runs],
+        [(run_label(root_dir), with_minutes(root_dir)) for root_dir, _, _ in runs],
         output,
         FLAGS.title,
         FLAGS.width_px,
