@@ -54,8 +54,13 @@ def make_agent(
     target_update_period: int = 1,
     gamma: float = 0.99,
     reward_scale_factor: float = 1.0,
+    target_entropy: float | None = None,
 ) -> sac_agent.SacAgent:
-    """The learner's SacAgent; call inside the distribution strategy's scope."""
+    """The learner's SacAgent; call inside the distribution strategy's scope.
+
+    target_entropy: the policy entropy the temperature is tuned towards; None: TF-Agents'
+    default, -dim(action) / 2 (-4 for Minitaur).
+    """
     observation_spec = time_step_spec.observation
     agent = sac_agent.SacAgent(
         time_step_spec,
@@ -70,6 +75,7 @@ def make_agent(
         td_errors_loss_fn=tf.math.squared_difference,
         gamma=gamma,
         reward_scale_factor=reward_scale_factor,
+        target_entropy=target_entropy,
         train_step_counter=train_step,
     )
     agent.initialize()

@@ -21,6 +21,10 @@ class RunConfig:
     env_name: str = "MinitaurBulletEnv-v0"
     # None keeps the environment's own episode limit (1000 steps for Minitaur).
     max_episode_steps: int | None = None
+    # Each action is applied for this many environment steps, their rewards summed: collectors,
+    # learner and evaluator see one step per decision. The episode limit still counts
+    # environment steps, so returns are the environment's own.
+    action_repeat: int = 1
     seed: int = 0
     num_iterations: int = 100_000
     # Random-policy items in the experience table before training starts, counted across all
@@ -70,6 +74,7 @@ class RunConfig:
             "eval_interval",
             "num_eval_episodes",
             "num_collectors",
+            "action_repeat",
         ):
             if getattr(self, name) < 1:
                 raise UserError(f"RunConfig.{name} must be at least 1, got {getattr(self, name)}")

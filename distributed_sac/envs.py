@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -21,11 +22,16 @@ def load_env(config: RunConfig, seed: int | None = None):
 
     # Registers the pybullet tasks (MinitaurBulletEnv-v0, ...) with gym.
     import pybullet_envs  # noqa: F401
-    from tf_agents.environments import suite_gym
+    from tf_agents.environments import suite_gym, wrappers
 
     if config.env_name not in gym.envs.registry.env_specs:
         raise UserError(f"unknown environment '{config.env_name}' (RunConfig.env_name)")
-    env = suite_gym.load(config.env_name, max_episode_steps=config.max_episode_steps)
+    repeat = []
+    if config.action_repeat > 1:  # outside the time limit, which so counts environment steps
+        repeat = [functools.partial(wrappers.ActionRepeat, times=config.action_repeat)]
+    env = suite_gym.load(
+        config.env_name, max_episode_steps=config.max_episode_steps, env_wrappers=repeat
+    )
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)

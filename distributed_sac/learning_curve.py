@@ -7,9 +7,11 @@ run waited before its relaunch. Long runs are resumed, so the curve takes both f
 learner's reports instead (logs/learner.log, appended across restarts):
 
 - env steps: the pairs of experience the learner had taken in (`pairs_drained`, restored with
-  its checkpoint) at the evaluated train step, interpolated between its reports. With an
-  update-to-data ratio this is initial_collect_steps + train_step / ratio, and it trails the
-  environment steps taken by at most the feed's rate_limiter_slack_steps.
+  its checkpoint) at the evaluated train step, interpolated between its reports, times
+  RunConfig.action_repeat (from learner_start; a pair that ends an episode may hold fewer
+  environment steps, so with a repeat this is an upper bound). With an update-to-data ratio
+  the pairs are initial_collect_steps + train_step / ratio, trailing the pairs written by at
+  most the feed's rate_limiter_slack_steps.
 - training minutes: wall time with every gap of more than MAX_GAP_S between two learner reports
   left out (the run was stopped); the learner reports every log_interval train steps.
 """
@@ -80,6 +82,8 @@ def read_curve(root_dir: str) -> list[dict]:
             for e in evaluations
         ]
     clock = TrainingClock([fields["unix_time"] for _, fields in found])
+    starts = [fields for event, fields in found if event == "learner_start"]
+    repeat = starts[-1].get("action_repeat", 1) if starts else 1
     progress = {}
     for _, fields in found:
         if "pairs_drained" in fields:  # a restarted learner reports the same steps again
@@ -92,7 +96,7 @@ def read_curve(root_dir: str) -> list[dict]:
             dict(
                 e,
                 server_env_steps=e.get("env_steps"),
-                env_steps=round(drained) if drained is not None else e.get("env_steps"),
+                env_steps=round(drained * repeat) if drained is not None else e.get("env_steps"),
                 training_minutes=clock.seconds_at(e["wall_time"]) / 60.0,
             )
         )

@@ -52,6 +52,8 @@ def test_syntax_error_is_one_line():
         ("RunConfig.initial_collect_steps = 5000", "initial_collect_steps"),
         ("RunConfig.batch_size = 0", "batch_size"),
         ("RunConfig.updates_per_env_step = -1.0", "updates_per_env_step"),
+        ("RunConfig.action_repeat = 0", "action_repeat must be at least 1, got 0"),
+        ("RunConfig.num_collectors = 0", "num_collectors must be at least 1, got 0"),
     ],
 )
 def test_inconsistent_values_are_rejected(binding, problem):

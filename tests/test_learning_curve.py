@@ -63,6 +63,16 @@ def test_env_steps_and_minutes_count_on_across_a_relaunch(tmp_path):
     assert [round(e["training_minutes"] * 60, 3) for e in curve] == [11, 21, 32, 37]
 
 
+def test_env_steps_count_the_repeated_actions(tmp_path):
+    run = write_run(tmp_path / "run")
+    log = open(run.log("learner")).read()
+    log = log.replace("learner_start {", 'learner_start {"action_repeat": 4, ')
+    with open(run.log("learner"), "w") as f:
+        f.write(log)
+    curve = learning_curve.read_curve(run.root)
+    assert [e["env_steps"] for e in curve] == [12000, 20000, 28000, 32000]
+
+
 def test_without_a_learner_log_the_metrics_figures_are_used(tmp_path):
     run = write_run(tmp_path / "run")
     os.remove(run.log("learner"))

@@ -101,9 +101,10 @@ def main() -> None:
         greedy.sync()
         result = {
             "train_step": step,
-            # Experience items on the server when the weights were pulled: the environment steps
-            # behind this policy (see tables.items_inserted; from 0 after a server restart).
-            "env_steps": env_steps,
+            # Experience items on the server when the weights were pulled, times the action
+            # repeat: the environment steps behind this policy (see tables.items_inserted; from 0
+            # after a server restart; learning_curve counts on across restarts).
+            "env_steps": env_steps * config.action_repeat,
             **evaluation.run_episodes(env, greedy, config.num_eval_episodes),
             "weights_time": pulled_time,  # when the evaluated weights were pulled
             "wall_time": time.time(),  # when the evaluation finished

@@ -267,6 +267,7 @@ def main() -> None:
         **replay.figures(),
         strategy=FLAGS.strategy,
         replicas=strategy.num_replicas_in_sync,
+        action_repeat=config.action_repeat,  # environment steps per pair (learning_curve)
     )
     triggers = make_triggers(config, learner, checkpoints, exporter, step, replay)
     intake = ExperienceIntake(replay, server, config)
