@@ -2,6 +2,15 @@
 
     .venv/bin/python benchmarks/seeds.py --gin_file gin/pendulum.gin --seeds 0,1,2,3,4 \\
         --output_dir /var/tmp/runs/pendulum [--compare_dir /var/tmp/runs/pendulum-before]
+    .venv/bin/python benchmarks/seeds.py --gin_file gin/minitaur_walk.gin --seeds 0,1,2 \\
+        --output_dir /var/tmp/runs/walk --env_steps_marks 250000,500000,750000,1000000 \\
+        --threshold 10
+
+With --env_steps_marks it also prints, per seed and their median, AverageReturn at each mark
+(the last evaluation at or before it), the best evaluation up to the last mark, and the env
+steps and minutes of training at which AverageReturn first reached --threshold; env steps and
+minutes come from learning_curve.read_curve, so they count on across relaunches. Run again
+with the same arguments, it resumes each seed where it stopped (a finished seed returns at once).
 
 Each seed is one `launch/local.sh` run (the launcher, 1 collector) in <output_dir>/s<seed>, one
 after another. Then, or with --summarize alone, it prints AverageReturn at every evaluated train
@@ -78,6 +87,73 @@ def summarize(label: str, found: dict[int, dict[int, float]]) -> dict:
     return {"curves": found, "mean": mean, "last_two_per_seed": last_two}
 
 
+def milestones(base_dir: str, seeds, marks: list[int], threshold: float | None) -> dict:
+    """Prints and returns each seed's AverageReturn at the env-step marks, its best up to the
+    last mark, and when it first reached `threshold`; with the median over the seeds."""
+    from distributed_sac import learning_curve
+
+    rows = {}
+    for seed in seeds:
+        curve = learning_curve.read_curve(os.path.join(base_dir, f"s{seed}"))
+        if any(e["env_steps"] is None for e in curve):
+            fail(PROGRAM, f"seed {seed}'s evaluations have no env_steps")
+        row = {"at": {}, "best": None, "reached": None}
+        for mark in marks:
+            before = [e for e in curve if e["env_steps"] <= mark]
+            reached_mark = curve[-1]["env_steps"] >= mark
+            row["at"][mark] = before[-1]["AverageReturn"] if before and reached_mark else None
+        within = [e for e in curve if e["env_steps"] <= marks[-1]]
+        if within:
+            best = max(within, key=lambda e: e["AverageReturn"])
+            row["best"] = {k: best[k] for k in ("AverageReturn", "env_steps", "train_step")}
+        if threshold is not None:
+            first = next((e for e in curve if e["AverageReturn"] >= threshold), None)
+            if first is not None:
+                row["reached"] = {
+                    "env_steps": first["env_steps"],
+                    "training_minutes": round(first["training_minutes"], 1),
+                }
+        row["last_env_steps"] = curve[-1]["env_steps"]
+        row["training_minutes"] = round(curve[-1]["training_minutes"], 1)
+        rows[seed] = row
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if len(values) == len(rows) else None
+
+    def cell(value, spec=".2f"):
+        return f"{value:{spec}}" if value is not None else "-"
+
+    head = " ".join(f"{m // 1000:>6}k" for m in marks)
+    print(f"\n{base_dir}: AverageReturn at env steps (the last evaluation at or before each)")
+    print(f"seed {head}   best<={marks[-1] // 1000}k (at env steps)   first >= {threshold}")
+    for seed, row in rows.items():
+        best = row["best"]
+        best_text = f"{best['AverageReturn']:.2f} ({best['env_steps']})" if best else "-"
+        reached = row["reached"]
+        reached_text = (
+            f"{reached['env_steps']} env steps, {reached['training_minutes']} min"
+            if reached
+            else "not reached"
+        )
+        at = " ".join(f"{cell(row['at'][m]):>7}" for m in marks)
+        print(f"s{seed:<3} {at}   {best_text:>22}   {reached_text}")
+    medians = {m: median(row["at"][m] for row in rows.values()) for m in marks}
+    best_median = median(
+        row["best"]["AverageReturn"] if row["best"] else None for row in rows.values()
+    )
+    print(
+        "med  " + " ".join(f"{cell(medians[m]):>7}" for m in marks) + f"   {cell(best_median):>22}"
+    )
+    return {
+        "marks": marks,
+        "threshold": threshold,
+        "seeds": rows,
+        "median_at": medians,
+        "median_best": best_median,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     harness.add_gin_arguments(parser)
@@ -86,11 +162,24 @@ def main() -> None:
     parser.add_argument("--compare_dir", help="the same seeds run on another tree")
     parser.add_argument("--summarize", action="store_true", help="only read finished runs")
     parser.add_argument("--timeout_s", type=float, default=1800, help="per seed")
+    parser.add_argument("--env_steps_marks", help="e.g. 250000,500000,750000,1000000")
+    parser.add_argument("--threshold", type=float, help="an AverageReturn to time")
     args = parser.parse_args()
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         fail(PROGRAM, f"--seeds must be like 0,1,2; got {args.seeds!r}")
+    marks = []
+    if args.env_steps_marks:
+        try:
+            marks = sorted(int(mark) for mark in args.env_steps_marks.split(","))
+        except ValueError:
+            fail(
+                PROGRAM,
+                f"--env_steps_marks must be like 250000,500000; got {args.env_steps_marks!r}",
+            )
+        if marks[0] < 1:
+            fail(PROGRAM, "--env_steps_marks must be positive")
     harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
     if not args.summarize:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -103,6 +192,8 @@ def main() -> None:
     if args.compare_dir:
         found = curves(args.compare_dir, seeds, interval)
         figures["compare"] = summarize(args.compare_dir, found)
+    if marks:
+        figures["milestones"] = milestones(args.output_dir, seeds, marks, args.threshold)
     with open(os.path.join(args.output_dir, "seeds.json"), "w") as out:
         json.dump(figures, out, indent=2)
 
