@@ -25,6 +25,11 @@ class RunConfig:
     # learner and evaluator see one step per decision. The episode limit still counts
     # environment steps, so returns are the environment's own.
     action_repeat: int = 1
+    # Per-dimension factors the observations are multiplied by before anyone sees them (None:
+    # unchanged). Minitaur's joint velocities are ~40 times its joint angles in size, and its
+    # base orientation moves by hundredths; the policy saved from such a run expects scaled
+    # observations, so play it with the run's gin file.
+    observation_scale: tuple[float, ...] | None = None
     seed: int = 0
     num_iterations: int = 100_000
     # Random-policy items in the experience table before training starts, counted across all
@@ -83,6 +88,10 @@ class RunConfig:
                 f"RunConfig.initial_collect_steps ({self.initial_collect_steps}) must be between 1 "
                 f"and RunConfig.replay_capacity ({self.replay_capacity})"
             )
+        if self.observation_scale is not None and not all(
+            isinstance(factor, (int, float)) and factor > 0 for factor in self.observation_scale
+        ):
+            raise UserError("RunConfig.observation_scale must hold positive numbers only")
         if self.updates_per_env_step is not None and self.updates_per_env_step <= 0:
             raise UserError("RunConfig.updates_per_env_step must be positive or None")
 

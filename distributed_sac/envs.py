@@ -14,6 +14,7 @@ from distributed_sac.errors import UserError
 def load_env(config: RunConfig, seed: int | None = None):
     """Returns the configured environment as a PyEnvironment, seeded when `seed` is given.
 
+    RunConfig.action_repeat and observation_scale wrap it, for every role and tool alike.
     Seeding also seeds Python's and numpy's global generators: Minitaur's randomizer draws each
     episode's masses, friction and motor damping from them, not from the environment's own
     generator. So call it once per process, for the environment that process steps.
@@ -26,14 +27,56 @@ def load_env(config: RunConfig, seed: int | None = None):
 
     if config.env_name not in gym.envs.registry.env_specs:
         raise UserError(f"unknown environment '{config.env_name}' (RunConfig.env_name)")
-    repeat = []
+    env_wrappers = []
     if config.action_repeat > 1:  # outside the time limit, which so counts environment steps
-        repeat = [functools.partial(wrappers.ActionRepeat, times=config.action_repeat)]
+        env_wrappers.append(functools.partial(wrappers.ActionRepeat, times=config.action_repeat))
     env = suite_gym.load(
-        config.env_name, max_episode_steps=config.max_episode_steps, env_wrappers=repeat
+        config.env_name, max_episode_steps=config.max_episode_steps, env_wrappers=env_wrappers
     )
+    if config.observation_scale is not None:
+        env = scale_observations(env, config.observation_scale)
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)
         env.seed(seed)
     return env
+
+
+def scale_observations(env, scale):
+    """`env` with each observation multiplied by `scale` (one factor per dimension)."""
+    from tf_agents.environments import wrappers
+    from tf_agents.specs import array_spec
+
+    spec = env.observation_spec()
+    if not isinstance(spec, array_spec.ArraySpec) or len(spec.shape) != 1:
+        raise UserError("RunConfig.observation_scale needs a flat vector observation")
+    if len(scale) != spec.shape[0]:
+        raise UserError(
+            f"RunConfig.observation_scale has {len(scale)} factors; "
+            f"{env.gym.spec.id if hasattr(env, 'gym') else 'the environment'} observes "
+            f"{spec.shape[0]} numbers"
+        )
+    factors = np.asarray(scale, spec.dtype)
+
+    class ScaledObservations(wrappers.PyEnvironmentBaseWrapper):
+        def observation_spec(self):
+            if isinstance(spec, array_spec.BoundedArraySpec):
+                return array_spec.BoundedArraySpec(
+                    spec.shape,
+                    spec.dtype,
+                    spec.minimum * factors,
+                    spec.maximum * factors,
+                    spec.name,
+                )
+            return spec
+
+        def _reset(self):
+            return scaled(self._env.reset())
+
+        def _step(self, action):
+            return scaled(self._env.step(action))
+
+    def scaled(time_step):
+        return time_step._replace(observation=(time_step.observation * factors).astype(spec.dtype))
+
+    return ScaledObservations(env)

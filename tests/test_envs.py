@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from distributed_sac.config import load_gin
 from distributed_sac.envs import load_env
+from distributed_sac.errors import UserError
 from tests.conftest import SMOKE_GIN
 
 
@@ -31,3 +33,35 @@ def test_action_repeat_sums_the_rewards_of_the_same_episode():
     assert (decisions, env_steps) == (100, 100)
     assert (repeated_decisions, repeated_env_steps) == (25, 100)
     assert abs(repeated_total - total) < 1e-5  # the same physics, the rewards summed
+
+
+def first_steps(bindings):
+    """(observations, rewards, observation spec maximum) of a reset and five fixed actions; one
+    environment at a time, as Minitaur draws its masses from the global generators."""
+    env = load_env(load_gin([SMOKE_GIN], bindings), seed=2)
+    try:
+        steps = [env.reset()] + [env.step(np.full(8, 0.3, np.float32)) for _ in range(5)]
+        return (
+            np.array([s.observation for s in steps]),
+            [float(s.reward) for s in steps[1:]],
+            env.observation_spec().maximum,
+        )
+    finally:
+        env.close()
+
+
+def test_observation_scale_multiplies_every_observation():
+    scale = tuple(float(i + 1) for i in range(28))
+    observations, rewards, maximum = first_steps([])
+    scaled, scaled_rewards, scaled_maximum = first_steps([f"RunConfig.observation_scale = {scale}"])
+    np.testing.assert_allclose(scaled, observations * np.float32(scale), rtol=1e-6)
+    assert scaled_rewards == rewards
+    np.testing.assert_allclose(scaled_maximum, maximum * np.float32(scale), rtol=1e-6)
+
+
+def test_observation_scale_of_the_wrong_length_is_named():
+    config = load_gin([SMOKE_GIN], ["RunConfig.observation_scale = (1.0, 2.0)"])
+    with pytest.raises(UserError, match="observation_scale has 2 factors; .* observes 28 numbers"):
+        load_env(config)
+    with pytest.raises(UserError, match="observation_scale must hold positive numbers only"):
+        load_gin([SMOKE_GIN], ["RunConfig.observation_scale = (1.0, -2.0)"])
