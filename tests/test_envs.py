@@ -1,6 +1,9 @@
-"""Environment loading: the action repeat keeps the environment's own episodes and returns."""
+"""Environment loading: action repeat and observation scale keep the environment's own episodes,
+returns and physics; the walking config builds."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +11,9 @@ import pytest
 from distributed_sac.config import load_gin
 from distributed_sac.envs import load_env
 from distributed_sac.errors import UserError
-from tests.conftest import SMOKE_GIN
+from tests.conftest import GIN_DIR, SMOKE_GIN
+
+WALK_GIN = os.path.join(GIN_DIR, "minitaur_walk.gin")
 
 
 def play_zero_actions(action_repeat: int) -> tuple[int, float, int]:
@@ -65,3 +70,13 @@ def test_observation_scale_of_the_wrong_length_is_named():
         load_env(config)
     with pytest.raises(UserError, match="observation_scale must hold positive numbers only"):
         load_gin([SMOKE_GIN], ["RunConfig.observation_scale = (1.0, -2.0)"])
+
+
+def test_the_walking_config_builds_its_environment():
+    config = load_gin([WALK_GIN], [])
+    env = load_env(config, seed=0)
+    try:
+        assert config.action_repeat == 4 and len(config.observation_scale) == 28
+        assert env.reset().observation.shape == (28,)
+    finally:
+        env.close()
