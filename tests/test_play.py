@@ -13,7 +13,7 @@ from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
 from tests.conftest import SMOKE_GIN, one_error_line, run_tool, unwritable_dir
 
-EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+)$", re.MULTILINE)
+EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+) \(walked (\S+) m\)$", re.M)
 WROTE = re.compile(r"^wrote (.+): (\d+) frames of (\d+)x(\d+) at .* ([\d.]+) ms per frame$", re.M)
 
 
@@ -38,9 +38,11 @@ def test_two_episodes_to_video(smoke_root, tmp_path, extension, max_steps):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     episodes = EPISODE.findall(result.stdout)
-    assert [int(number) for number, _, _ in episodes] == [1, 2], result.stdout
-    returns = [float(value) for _, value, _ in episodes]
-    lengths = [int(length) for _, _, length in episodes]
+    assert [int(number) for number, _, _, _ in episodes] == [1, 2], result.stdout
+    returns = [float(value) for _, value, _, _ in episodes]
+    lengths = [int(length) for _, _, length, _ in episodes]
+    # The return is the distance walked less an energy penalty.
+    assert all(float(w) >= float(r) - 5e-4 for _, r, _, w in episodes), episodes
     assert all(math.isfinite(value) for value in returns)
     # gin/smoke.gin: episodes of at most 100 steps
     assert all(1 <= length <= (max_steps or 100) for length in lengths)

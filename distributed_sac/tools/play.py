@@ -240,6 +240,17 @@ def batched(time_step):
     )
 
 
+def walked(env) -> str:
+    """For Minitaur, the metres its base moved forward (x) in the episode, the reward's main
+    term (the rest is an energy penalty), from the environment's own log of its reward terms
+    (get_objectives, cleared at reset); "" for other tasks."""
+    gym_env = getattr(getattr(env, "gym", None), "unwrapped", None)
+    if not hasattr(gym_env, "get_objectives") or not gym_env.get_objectives():
+        return ""
+    forward = sum(terms[0] for terms in gym_env.get_objectives())
+    return f" (walked {forward:.3f} m)"
+
+
 def play_episode(env, policy, policy_dir, camera: Camera, video: VideoWriter, max_steps):
     """Plays one episode, a frame per observation into `video`; returns (return, length, render
     seconds)."""
@@ -310,7 +321,9 @@ def main() -> None:
                 env, policy, policy_dir, camera, video, FLAGS.max_steps_per_episode
             )
             render_s += seconds
-            print(f"episode {episode}: return {total:.6g}, length {length}", flush=True)
+            print(
+                f"episode {episode}: return {total:.6g}, length {length}{walked(env)}", flush=True
+            )
         video.close()
     except BaseException:
         video.close()
