@@ -88,7 +88,9 @@ class Builder:
         """A weight client on the server at `address` (learner: pushes `train_step` with the
         weights; actors: pull into `policy_variables` every `update_period` calls of update())."""
         client = self.connect(address, (tables.VARIABLES_TABLE,))
-        return WeightClient(client, policy_variables, train_step, update_period)
+        return WeightClient(
+            client, policy_variables, train_step, update_period, self.config.server_call_timeout_s
+        )
 
     def make_policy(self):
         """The stochastic policy the agent trains, as a TF-Agents policy of its own variables
@@ -111,7 +113,8 @@ class Builder:
     def make_feed_reader(self, address: str) -> FeedReader:
         """The learner's reader of the feed table at `address` (see replay/feed)."""
         client = self.connect(address, (tables.FEED_TABLE,))
-        return FeedReader(client, address, self.packing.signature()[PAIR_COLUMN].shape)
+        shape = self.packing.signature()[PAIR_COLUMN].shape
+        return FeedReader(client, address, shape, self.config.server_call_timeout_s)
 
     def make_learner_replay(self) -> LearnerReplay:
         """The learner's in-memory replay of `replay_capacity` pairs (see learner_replay)."""

@@ -56,6 +56,9 @@ class RunConfig:
     summary_interval: int = 1_000
     log_interval: int = 1_000  # learner train steps / collector env steps between log lines
     connect_timeout_s: float = 120.0  # how long a role retries an unreachable server
+    # How long a role waits for one call to the server (a weight push or pull, a take from the
+    # feed) before it takes the server for lost and reconnects; they return in milliseconds.
+    server_call_timeout_s: float = 30.0
     # Speed knobs; none of them changes what is learned.
     # Batches sampled ahead from the learner's replay (the tutorial prefetched 50 from Reverb;
     # sampling in memory is cheap, and fewer ahead means fresher items in them).
@@ -96,6 +99,21 @@ class RunConfig:
             raise UserError("RunConfig.updates_per_env_step must be positive or None")
 
 
+def _check_gin_file(path: str) -> None:
+    """UserError unless `path` is a readable UTF-8 file (gin would fail with a traceback)."""
+    if os.path.isdir(path):
+        raise UserError(f"gin file is a directory: {path}")
+    if not os.path.isfile(path):
+        raise UserError(f"gin file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError as error:
+        raise UserError(f"gin file {path} is not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise UserError(f"cannot read gin file {path}: {error.strerror}") from None
+
+
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
     """Parses gin files and bindings; any unknown name or bad line raises a one-line UserError."""
     # Import every module that registers configurables, so gin can tell unknown names apart.
@@ -105,8 +123,7 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig
     # `include 'minitaur.gin'` finds the project's bundled configs from anywhere.
     gin.add_config_file_search_path(BUNDLED_GIN_DIR)
     for path in gin_files:
-        if not os.path.isfile(path):
-            raise UserError(f"gin file not found: {path}")
+        _check_gin_file(path)
         # `include 'x.gin'` inside a gin file resolves next to that file.
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
     # gin logs "Path not found" for every include before it tries the search paths.

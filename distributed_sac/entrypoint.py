@@ -1,4 +1,5 @@
-"""Running a command under absl (a UserError becomes one line on stderr and exit code 2), and
+"""Running a command under absl (a UserError becomes one line on stderr and its exit code: 2, or 3
+for an unreachable replay server), and
 checking a tool's --output before any slow work.
 
 Shared by the role binaries (through cli.py) and the tools (plot, play). It defines no flags, so
@@ -8,16 +9,18 @@ a tool whose flags differ from the roles' (plot's repeatable --root_dir) can use
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable
 
 from absl import app, logging
 
-from distributed_sac.errors import UserError
+from distributed_sac.errors import CallAbandoned, UserError
 
 
 def run(name: str, main: Callable[[], None]) -> None:
-    """Parses flags and runs `main`; `name: error: <message>` and exit 2 on a UserError."""
+    """Parses flags and runs `main`; `name: error: <message>` and the error's exit code (2, or 3
+    for ServerUnreachable) on a UserError."""
 
     def absl_main(argv):
         if len(argv) > 1:
@@ -26,9 +29,12 @@ def run(name: str, main: Callable[[], None]) -> None:
         try:
             main()
             code = 0
+        except CallAbandoned as abandoned:  # asked to stop while the server was away
+            print(f"{name}: stopped while waiting for the replay server ({abandoned})", flush=True)
+            code = 128 + signal.SIGTERM
         except UserError as error:
             print(f"{name}: error: {error}", file=sys.stderr, flush=True)
-            code = 2
+            code = error.exit_code
         except SystemExit as exit_request:
             code = exit_request.code if isinstance(exit_request.code, int) else 1
         _exit_now(code)

@@ -8,6 +8,25 @@ import re
 class UserError(Exception):
     """A problem with the user's input or setup, reported as one line and a non-zero exit."""
 
+    exit_code = 2  # a supervisor does not restart it: the same input fails the same way
+
+
+class ServerUnreachable(UserError):
+    """The replay server stayed unreachable (or stopped answering) past the role's deadline.
+
+    Not a configuration error: a supervisor restarts the role, which waits for the server again.
+    """
+
+    exit_code = 3
+
+
+class ServerCallTimeout(ServerUnreachable):
+    """A call to the replay server did not return in time: the server is gone or hung."""
+
+
+class CallAbandoned(Exception):
+    """A wait on the replay server given up because the process was asked to stop."""
+
 
 def one_line(error: BaseException) -> str:
     """An error message folded onto one line."""

@@ -13,3 +13,6 @@ class FaultInjection:
     # After the chunk of train steps that reaches this step, the learner sets its actor's weights
     # to NaN, so the next loss is NaN.
     nan_weights_at_step: int | None = None
+    # Seconds the learner waits after a stop request before its final checkpoint: a slow
+    # stop (a big replay to write), so a test can hold an orphaned learner alive.
+    stop_delay_s: float = 0.0

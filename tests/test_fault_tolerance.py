@@ -24,55 +24,20 @@ from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
 from distributed_sac.replay.weights import WeightClient
-from distributed_sac.tools.cluster import ROLE_MODULES
 from tests.conftest import (
+    RUN_TIMEOUT_S,
     SMOKE_GIN,
+    bindings,
+    finish,
     last_line,
     launch,
+    pid_of,
     read,
     reports,
     run_processes_of,
     start_server,
+    wait_until,
 )
-
-RUN_TIMEOUT_S = 420
-
-
-def bindings(*lines: str) -> list[str]:
-    args = []
-    for line in lines:
-        args += ["--gin_bindings", line]
-    return args
-
-
-def wait_until(condition, what: str, launcher, timeout_s: float = 240):
-    """Polls `condition` until it returns something truthy; fails if the launcher exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if launcher.poll() is not None:
-            raise AssertionError(f"launcher exited ({launcher.returncode}) before {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def pid_of(root, role: str) -> int:
-    (pid,) = [
-        int(line.split()[0])
-        for line in run_processes_of(root)
-        if f"distributed_sac.{ROLE_MODULES[role]} " in line
-    ]
-    return pid
-
-
-def finish(launcher, out) -> str:
-    code = launcher.wait(timeout=RUN_TIMEOUT_S)
-    output = read(out)
-    assert code == 0, output[-3000:]
-    assert "all roles exited cleanly" in output
-    return output
 
 
 def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no_leftovers):
@@ -387,3 +352,110 @@ def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     )
     assert weights.pull() == 200
     assert all(math.isfinite(x) for v in policy.variables() for x in v.numpy().ravel())
+
+
+def start_by_hand(processes, tmp_path, *extra_bindings):
+    """Server, learner and one collector started by hand on the smoke config (no launcher to
+    restart anything), with short connect and call timeouts; (server, learner, collector, run)."""
+    address, server, _ = start_server(processes, tmp_path)
+    run = RunDir(str(tmp_path / "run"))
+    common = [
+        "--gin_file",
+        SMOKE_GIN,
+        "--replay_server_address",
+        address,
+        *bindings(
+            "RunConfig.num_iterations = 100000",
+            "RunConfig.connect_timeout_s = 10",
+            "RunConfig.server_call_timeout_s = 5",
+            *extra_bindings,
+        ),
+    ]
+    learner = processes.role("learner", [*common, "--root_dir", run.root], tmp_path / "learner.log")
+    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    deadline = time.monotonic() + 240
+    while not reports(tmp_path / "learner.log", "learner_progress"):
+        assert learner.poll() is None and time.monotonic() < deadline, read(
+            tmp_path / "learner.log"
+        )[-3000:]
+        time.sleep(0.2)
+    return server, learner, collector, run
+
+
+def test_learner_whose_server_never_returns_exits_with_one_line(processes, tmp_path):
+    """The collector killed first (the learner then waits for experience), the server 5 s later:
+    the learner gives up after its timeouts with one line and exit code 3 (restartable)."""
+    server, learner, collector, _ = start_by_hand(processes, tmp_path)
+    collector.send_signal(signal.SIGKILL)
+    time.sleep(5)
+    server.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    code = learner.wait(timeout=120)
+    took = time.monotonic() - killed
+    line = last_line(read(tmp_path / "learner.log"))
+    print(f"learner exited {took:.1f}s after the server was killed: {line}")
+    assert code == 3
+    assert line.startswith("learner: error: replay server at localhost:")
+    assert "unreachable after 10s" in line
+    assert took < 10 + 5 + 20  # connect_timeout_s + server_call_timeout_s + start-up slack
+
+
+def test_learner_stops_on_sigterm_while_its_server_is_gone(processes, tmp_path):
+    """SIGTERM while the learner waits on a dead server: it checkpoints and exits in seconds
+    instead of waiting for the server (a stop was read only between chunks)."""
+    server, learner, collector, run = start_by_hand(
+        processes, tmp_path, "RunConfig.connect_timeout_s = 600"
+    )
+    collector.send_signal(signal.SIGKILL)
+    server.send_signal(signal.SIGKILL)
+    time.sleep(3)  # inside its reconnect or a call by now
+    learner.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    code = learner.wait(timeout=60)
+    took = time.monotonic() - stopped
+    (report,) = reports(tmp_path / "learner.log", "learner_stopped")
+    print(f"learner stopped {took:.1f}s after SIGTERM, checkpoint {report['path']}")
+    assert code == 128 + signal.SIGTERM
+    assert took < 15
+    assert report["path"].startswith(run.checkpoints) and report["train_step"] > 0
+    assert Path(report["path"] + ".index").exists()
+
+
+def test_sighup_stops_the_run_in_order(processes, tmp_path, no_leftovers):
+    """The terminal closing (SIGHUP) stops the run as Ctrl-C does: checkpoints, a resume line."""
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 100000"))
+    run = RunDir(str(root))
+    wait_until(lambda: reports(run.log("learner"), "learner_progress"), "training", launcher)
+    launcher.send_signal(signal.SIGHUP)
+    assert launcher.wait(timeout=30) == 128 + signal.SIGHUP
+    (stopped,) = reports(run.log("learner"), "learner_stopped")
+    assert f"run stopped at train_step {stopped['train_step']}; resume it with: " in last_line(
+        read(out)
+    )
+    assert reports(run.log("replay_server"), "replay_checkpoint")
+    deadline = time.monotonic() + 10
+    while run_processes_of(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run_processes_of(root) == []
+
+
+def test_second_ctrl_c_kills_every_role_at_once(processes, tmp_path, no_leftovers):
+    """A second Ctrl-C while the roles are stopping (the learner frozen, so its stop would take
+    the whole grace period) kills them all at once."""
+    root = tmp_path / "run"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 100000"))
+    run = RunDir(str(root))
+    wait_until(lambda: reports(run.log("learner"), "learner_progress"), "training", launcher)
+    os.kill(pid_of(root, "learner"), signal.SIGSTOP)
+    launcher.send_signal(signal.SIGINT)
+    wait_until(lambda: "stopping every role" in read(out), "the first stop", launcher, 30)
+    launcher.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    assert launcher.wait(timeout=30) == 128 + signal.SIGINT
+    while run_processes_of(root) and time.monotonic() < second + 5:
+        time.sleep(0.1)
+    took = time.monotonic() - second
+    print(f"nothing of the run left {took:.1f}s after the second Ctrl-C")
+    assert run_processes_of(root) == [] and took < 5
+    assert "got SIGINT again; killed every role" in read(out)

@@ -1,8 +1,11 @@
-"""Reaching the replay server: connecting with retries, telling a lost server from a bug, and
-remaking a role's server-bound parts when the server went away and came back."""
+"""Reaching the replay server: connecting with retries, bounding calls that Reverb would retry
+forever, telling a lost server from a bug, and remaking a role's server-bound parts when the
+server went away and came back."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 import time
 from typing import Callable, Generic, TypeVar
 
@@ -10,15 +13,92 @@ import reverb
 import tensorflow as tf
 from absl import logging
 
-from distributed_sac.errors import UserError, first_line
+from distributed_sac.errors import (
+    CallAbandoned,
+    ServerCallTimeout,
+    ServerUnreachable,
+    UserError,
+    first_line,
+)
 from distributed_sac.reports import report
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+# Reverb 0.14 retries an unavailable server forever inside Client.sample, Client.insert and a
+# running TrajectoryDataset (only server_info and the writer's flush take a timeout), so those
+# calls go through BoundedCall, with RunConfig.server_call_timeout_s.
+_stopping = threading.Event()
+
+
+def check_port(port: int, flag: str) -> int:
+    """`port` when it is one a server can listen on; UserError naming `flag` otherwise."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"{flag} must be a port from 1 to 65535, got {port}")
+    return port
+
+
+def check_address(address: str, flag: str) -> str:
+    """`address` when it reads host:port with a valid port; UserError naming `flag` otherwise
+    (gRPC would retry a malformed one until connect_timeout_s)."""
+    host, _, port = address.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = None
+    if not host or number is None or not 1 <= number <= 65535:
+        raise UserError(f"{flag} must be host:port with a port from 1 to 65535, got {address!r}")
+    return address
+
+
+def abandon_calls() -> None:
+    """Makes bounded calls and `connect` that wait on the server give up (CallAbandoned), so a
+    role asked to stop (a signal handler calls this) is not held by a server that is gone."""
+    _stopping.set()
+
+
+class BoundedCall:
+    """Runs a blocking server call in a worker thread and waits for it at most `timeout_s`
+    (ServerCallTimeout), or until a stop is requested once it has run a second (CallAbandoned).
+
+    Reverb cannot cancel the call, so its thread is left waiting; while it is, the next call
+    fails at once rather than leave another thread behind.
+    """
+
+    def __init__(self, what: str, timeout_s: float):
+        self._what, self._timeout_s = what, timeout_s
+        self._pending: concurrent.futures.Future | None = None
+
+    def __call__(self, function: Callable[..., R], *args) -> R:
+        if self._pending is not None and not self._pending.done():
+            raise ServerCallTimeout(f"{self._what}: an earlier call is still waiting")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work():
+            try:
+                future.set_result(function(*args))
+            except BaseException as error:  # handed to the waiting thread
+                future.set_exception(error)
+
+        self._pending = future
+        threading.Thread(target=work, name=self._what, daemon=True).start()
+        started = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except concurrent.futures.TimeoutError:
+                waited = time.monotonic() - started
+                if waited >= self._timeout_s:
+                    raise ServerCallTimeout(
+                        f"{self._what}: no answer from the replay server in {self._timeout_s:.0f}s"
+                    ) from None
+                if waited >= 1.0 and _stopping.is_set():
+                    raise CallAbandoned(self._what) from None
+
 
 def connect(address: str, timeout_s: float) -> reverb.Client:
-    """A client whose server answered; retries with backoff, logging each retry, up to timeout_s."""
+    """A client whose server answered; retries with backoff, logging each retry, up to timeout_s
+    (then ServerUnreachable), or until a stop is requested (CallAbandoned)."""
     client = reverb.Client(address)
     deadline = time.monotonic() + timeout_s
     delay = 0.5
@@ -32,7 +112,7 @@ def connect(address: str, timeout_s: float) -> reverb.Client:
         except Exception as error:  # gRPC unavailable / deadline exceeded
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise UserError(
+                raise ServerUnreachable(
                     f"replay server at {address} unreachable after {timeout_s:.0f}s "
                     f"({attempt} attempts)"
                 ) from None
@@ -43,7 +123,8 @@ def connect(address: str, timeout_s: float) -> reverb.Client:
                 first_line(error, 120),
                 delay,
             )
-            time.sleep(min(delay, remaining))
+            if _stopping.wait(min(delay, remaining)):  # True: a stop was requested
+                raise CallAbandoned(f"connecting to {address}") from None
             delay = min(delay * 2, 10.0)
 
 
@@ -69,7 +150,9 @@ def is_connection_error(error: BaseException) -> bool:
     """True when `error` means the replay server went away (so reconnecting may help)."""
     # Reverb's own DeadlineExceededError: a call to a server that stopped answering. (Writers'
     # rate-limiter timeouts raise it too, but ExperienceWriter handles those itself.)
-    if isinstance(error, (*_CONNECTION_ERROR_TYPES, reverb.errors.DeadlineExceededError)):
+    if isinstance(
+        error, (*_CONNECTION_ERROR_TYPES, reverb.errors.DeadlineExceededError, ServerCallTimeout)
+    ):
         return True
     if isinstance(error, (RuntimeError, tf.errors.OpError, reverb.errors.ReverbError)):
         message = str(error).lower()
@@ -81,7 +164,7 @@ class Reconnecting(Generic[T]):
     """The parts a role made from its server connection (clients, writer, weight client).
 
     When a call fails because the server went away, `recover` makes them anew through `connect`
-    (which retries up to the config's connect_timeout_s, then raises a UserError) and reports
+    (which retries up to the config's connect_timeout_s, then raises ServerUnreachable) and reports
     `<role>_reconnected`; any other error is raised as it is.
     """
 

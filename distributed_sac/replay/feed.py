@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import reverb
 import tensorflow as tf
+from absl import logging
 
+from distributed_sac.errors import first_line
+from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.replay.tables import FEED_TABLE
 from distributed_sac.transitions import PAIR_COLUMN
 
@@ -20,19 +25,27 @@ class FeedReader:
     20 us per item here, against one gRPC round trip per item with `Client.sample`.
     """
 
-    def __init__(self, client: reverb.Client, address: str, pair_shape):
+    def __init__(
+        self, client: reverb.Client, address: str, pair_shape, call_timeout_s: float = 30.0
+    ):
         self._client, self._address = client, address
         self._pair_shape = tf.TensorShape(pair_shape)
+        self._bounded = BoundedCall("taking from the feed", call_timeout_s)
+        self._info_timeout_s = max(1, math.ceil(call_timeout_s))  # server_info takes whole seconds
 
     def available(self) -> int:
         """Items waiting in the feed."""
-        return self._client.server_info(timeout=30)[FEED_TABLE].current_size
+        return self._client.server_info(timeout=self._info_timeout_s)[FEED_TABLE].current_size
 
     def take(self, count: int) -> np.ndarray:
-        """The `count` oldest waiting items (at most the available ones), [n, 2, width]."""
+        """The `count` oldest waiting items (at most the available ones), [n, 2, width]; a
+        server that stops answering meanwhile raises ServerCallTimeout."""
         count = min(count, _MAX_ITEMS_PER_TAKE)
         if count <= 0:
             return np.zeros([0, *self._pair_shape], np.float32)
+        return self._bounded(self._take, count)
+
+    def _take(self, count: int) -> np.ndarray:
         items = reverb.TrajectoryDataset(
             server_address=self._address,
             table=FEED_TABLE,
@@ -44,5 +57,18 @@ class FeedReader:
             # The items are there (server_info said so); this only bounds a surprise.
             rate_limiter_timeout_ms=10_000,
         ).batch(count)
-        taken = [batch.data[PAIR_COLUMN].numpy() for batch in items]
+        try:
+            taken = [batch.data[PAIR_COLUMN].numpy() for batch in items]
+        except tf.errors.InvalidArgumentError as error:
+            # Reverb's server does not check items against the table's signature (only its
+            # client does, unless told not to): an item of another shape or dtype fails the
+            # take. The pairs of this take are lost to the learner (they stay in the
+            # experience table); the next take goes on past it.
+            logging.warning(
+                "dropped a take of up to %d pairs: the feed held an item that does not fit "
+                "this config (%s)",
+                count,
+                first_line(error, 200),
+            )
+            taken = []
         return np.concatenate(taken) if taken else np.zeros([0, *self._pair_shape], np.float32)

@@ -10,6 +10,9 @@ import numpy as np
 import reverb
 import tensorflow as tf
 import tree
+from absl import logging
+
+from distributed_sac.replay.connection import BoundedCall
 
 # tf_agents.experimental.distributed.reverb_variable_container's names.
 VARIABLES_TABLE = "variables"
@@ -36,8 +39,21 @@ def _sample_newest(client: reverb.Client, signature) -> dict:
     return tree.unflatten_as(signature, flat)
 
 
+def _read_newest(client: reverb.Client, signature) -> dict | None:
+    """The newest pushed item as `signature`'s nest; None before the first push, or when the
+    item does not have the nest's structure."""
+    if not client.server_info(timeout=30)[VARIABLES_TABLE].current_size:
+        return None
+    try:
+        return _sample_newest(client, signature)
+    except ValueError:  # another number of tensors than this policy's
+        logging.warning("ignored weights on the server that do not fit this policy")
+        return None
+
+
 def newest_train_step(client: reverb.Client, timeout_s: int = 30) -> int | None:
-    """The train step of the newest pushed weights; None before the first push."""
+    """The train step of the newest pushed weights; None before the first push. Its sample
+    waits for a lost server for good: call it through a BoundedCall."""
     info = client.server_info(timeout_s)[VARIABLES_TABLE]
     if not info.current_size:
         return None
@@ -49,6 +65,7 @@ class WeightClient:
 
     With an `update_period`, `update()` pulls only on every period-th call, as Acme's variable
     client does: an actor calls it every env step and fetches every `update_period` steps.
+    Pushes and pulls are bounded calls: a server that stopped answering raises ServerCallTimeout.
     """
 
     def __init__(
@@ -57,25 +74,36 @@ class WeightClient:
         policy_variables,
         train_step: tf.Variable | None = None,
         update_period: int = 1,
+        call_timeout_s: float = 30.0,
     ):
         self._client = client
         self._variables = list(policy_variables)
         self._train_step = train_step
         self._update_period = update_period
         self._calls = 0
+        self._bounded = BoundedCall("weights", call_timeout_s)
         self.train_step: int | None = None  # of the weights pulled last
 
     def push(self) -> None:
         values = weights_nest([v.numpy() for v in self._variables], self._train_step.numpy())
-        self._client.insert(tree.flatten(values), priorities={VARIABLES_TABLE: 1.0})
+        self._bounded(self._client.insert, tree.flatten(values), {VARIABLES_TABLE: 1.0})
 
     def pull(self) -> int | None:
-        """Assigns the newest pushed weights; returns their train step, or None before any push."""
-        if not self._client.server_info(timeout=30)[VARIABLES_TABLE].current_size:
+        """Assigns the newest pushed weights; returns their train step, or None before any push
+        (and when the item there does not fit these variables: it is left alone, with a
+        warning, until the learner's next push replaces it)."""
+        values = self._bounded(_read_newest, self._client, weights_nest(self._variables, 0))
+        if values is None:
             return None
-        values = _sample_newest(self._client, weights_nest(self._variables, 0))
-        for variable, value in zip(self._variables, values[POLICY_KEY]):
-            variable.assign(value)
+        arrays = [np.asarray(value) for value in values[POLICY_KEY]]
+        if len(arrays) != len(self._variables) or any(
+            array.shape != tuple(variable.shape) or array.dtype != variable.dtype.as_numpy_dtype
+            for array, variable in zip(arrays, self._variables)
+        ):
+            logging.warning("ignored weights on the server that do not fit this policy")
+            return None
+        for variable, array in zip(self._variables, arrays):
+            variable.assign(array)
         self.train_step = int(values[TRAIN_STEP_KEY])
         return self.train_step
 

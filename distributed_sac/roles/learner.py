@@ -15,10 +15,10 @@ from absl import flags, logging
 import gin
 from distributed_sac import cli
 from distributed_sac.builder import Builder
-from distributed_sac.errors import UserError
+from distributed_sac.errors import CallAbandoned, UserError
 from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import tables
-from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.replay.connection import Reconnecting, abandon_calls
 from distributed_sac.reports import report
 from distributed_sac.strategy import STRATEGIES, make_strategy
 from distributed_sac.triggers import IntervalTrigger
@@ -32,11 +32,13 @@ FLAGS = flags.FLAGS
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGINT; the loop checkpoints and exits after the current chunk."""
+    """Set by SIGTERM, SIGINT or SIGHUP; the loop checkpoints and exits after the current chunk.
+    A call still waiting on a lost server then gives up, so the stop never waits for the server.
+    (SIGHUP: the kernel sends it to a stopped process whose launcher died.)"""
 
     def __init__(self):
         self.requested = False
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._request)
 
     def _request(self, signum, _frame):
@@ -44,6 +46,7 @@ class StopRequest:
             "got %s; stopping after this chunk of train steps", signal.Signals(signum).name
         )
         self.requested = True
+        abandon_calls()
 
 
 def policy_summaries(agent, train_step, summary_interval: int):
@@ -147,11 +150,17 @@ class Training:
         """Trains from `step` until `final_step` or a stop request; the step reached."""
         while step < final_step and not stop.requested:
             iterations = min(chunk, final_step - step)
-            if not self._intake.wait_for(step + iterations, lambda: stop.requested):
+            try:
+                if not self._intake.wait_for(step + iterations, lambda: stop.requested):
+                    break
+            except CallAbandoned:  # stopping while the server is away
                 break
             loss = self._run_chunk(iterations)
             previous, step = step, int(self._agent.train_step_counter.numpy())
-            self._server.call(lambda parts: parts.weights.push())
+            try:
+                self._server.call(lambda parts: parts.weights.push())
+            except CallAbandoned:  # the triggers below run again after the restart
+                break
             for trigger in self._triggers:
                 trigger(previous, step, loss)
             nan_step = self._faults.nan_weights_at_step
@@ -271,8 +280,14 @@ def main() -> None:
     )
     triggers = make_triggers(config, learner, checkpoints, exporter, step, replay)
     intake = ExperienceIntake(replay, server, config)
-    training = Training(learner, agent, checkpoints, server, intake, triggers, FaultInjection())
+    faults = FaultInjection()
+    training = Training(learner, agent, checkpoints, server, intake, triggers, faults)
     step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
+    if stop.requested and faults.stop_delay_s:
+        logging.warning(
+            "FaultInjection: waiting %.0fs before the final checkpoint", faults.stop_delay_s
+        )
+        time.sleep(faults.stop_delay_s)
     path = checkpoints.save(step)
     learner.train_summary_writer.flush()
     if stop.requested:

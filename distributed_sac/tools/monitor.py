@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 
 from distributed_sac.replay import tables, weights
+from distributed_sac.replay.connection import BoundedCall
 
 
 def server_counters(client, timeout_s: int = 30) -> dict:
     """Table sizes, pairs inserted and pairs the learner drained from the feed (rate-limiter
     counters, since the server started), and the train step of the newest pushed weights (None
-    before the first push)."""
+    before the first push). Reading the weights waits for a lost server for good: call this
+    through a BoundedCall."""
     info = client.server_info(timeout=timeout_s)
     return {
         "time": time.monotonic(),
@@ -46,7 +48,8 @@ def rates(before: dict, after: dict) -> dict:
 
 class ReplayMonitor:
     """Polls the replay server every `interval_s`: writes Replay/* TensorBoard summaries (at the
-    learner's train step) and returns the figures. A server that is away is skipped, not fatal."""
+    learner's train step) and returns the figures. A server that is away or hung is skipped, not
+    fatal, and never holds up the caller (the launcher's supervision loop) for more than 3 s."""
 
     def __init__(self, address: str, summary_dir: str, interval_s: float = 5.0):
         import reverb
@@ -55,6 +58,7 @@ class ReplayMonitor:
         self._client = reverb.Client(address)
         self._writer = tf.summary.create_file_writer(summary_dir)
         self._interval_s = interval_s
+        self._bounded = BoundedCall("replay monitor", timeout_s=3)
         self._previous = None
         self._last_poll = 0.0
 
@@ -66,7 +70,7 @@ class ReplayMonitor:
             return None
         self._last_poll = time.monotonic()
         try:
-            counters = server_counters(self._client, timeout_s=2)
+            counters = self._bounded(server_counters, self._client, 2)
         except Exception:  # the server is restarting; the launcher reports that itself
             return None
         figures = dict(counters)

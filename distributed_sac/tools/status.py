@@ -92,7 +92,12 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
 def main() -> None:
     from absl import logging
 
-    from distributed_sac.replay.connection import Reconnecting, connect
+    from distributed_sac.replay.connection import (
+        BoundedCall,
+        Reconnecting,
+        check_address,
+        connect,
+    )
     from distributed_sac.tools import monitor
 
     root_dir = FLAGS.root_dir
@@ -101,14 +106,23 @@ def main() -> None:
     if FLAGS.interval_s <= 0:
         raise UserError("--interval_s must be positive")
     logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
-    address = FLAGS.replay_server_address
-    # A server that goes away is waited for up to --timeout_s, then a one-line error.
-    server = Reconnecting("status", lambda: connect(address, FLAGS.timeout_s))
+    address = check_address(FLAGS.replay_server_address, "--replay_server_address")
+    # A server that goes away or stops answering is waited for up to --timeout_s, then a
+    # one-line error.
+    server = Reconnecting(
+        "status",
+        lambda: (connect(address, FLAGS.timeout_s), BoundedCall("status", FLAGS.timeout_s)),
+    )
+
+    def counters(parts):
+        client, bounded = parts
+        return bounded(monitor.server_counters, client, max(1, int(FLAGS.timeout_s)))
+
     try:
-        before = server.call(monitor.server_counters)
+        before = server.call(counters)
         while True:
             time.sleep(FLAGS.interval_s)
-            after = server.call(monitor.server_counters)
+            after = server.call(counters)
             screen = render(address, before, after, root_dir)
             if not FLAGS.watch:
                 print(screen, flush=True)

@@ -1,0 +1,131 @@
+"""A client that writes items or weights of another shape into the server (Reverb's server does
+not check them against the table signatures; only its client does, unless told not to): the
+standard client refuses them, and what a client that skips the check gets in neither corrupts
+the learner's replay nor the collectors' policies, and the run goes on."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import reverb
+import tensorflow as tf
+
+from distributed_sac.builder import Builder
+from distributed_sac.config import load_gin
+from distributed_sac.replay import tables
+from distributed_sac.transitions import PAIR_COLUMN
+from tests.conftest import SMOKE_GIN, bindings, read, reports, start_server
+
+
+def insert_unchecked(address: str, table_names, column, value: np.ndarray) -> None:
+    """Writes one item holding `value` into `table_names`, skipping the client's own check (as a
+    client of another config or a hostile one may)."""
+    client = reverb.Client(address)
+    writer = client.trajectory_writer(num_keep_alive_refs=1, validate_items=False)
+    writer.append({column: value})
+    for table in table_names:
+        writer.create_item(table, 1.0, {column: writer.history[column][-1]})
+    writer.flush(timeout_ms=10_000)
+    writer.close()
+
+
+@pytest.fixture
+def server(processes, tmp_path):
+    address, _, _ = start_server(processes, tmp_path)
+    return address, Builder(load_gin([SMOKE_GIN], []))
+
+
+def test_the_standard_client_refuses_items_of_another_shape(server):
+    address, builder = server
+    width = builder.packing.width
+    client = reverb.Client(address)
+    with pytest.raises(ValueError, match="inconsistent with the table signature"):
+        client.insert([np.zeros([2, width + 1], np.float32)], {tables.FEED_TABLE: 1.0})
+    assert tables.table_sizes(client)[tables.FEED_TABLE] == 0
+
+
+def test_the_learner_drops_a_take_holding_a_foreign_item_and_goes_on(server, caplog):
+    address, builder = server
+    width = builder.packing.width
+    reader = builder.make_feed_reader(address)
+
+    def write_good(first: int, count: int):
+        for number in range(first, first + count):
+            insert_unchecked(
+                address,
+                tables.EXPERIENCE_TABLES,
+                PAIR_COLUMN,
+                np.full([2, width], number, np.float32),
+            )
+
+    write_good(0, 5)
+    insert_unchecked(address, tables.EXPERIENCE_TABLES, PAIR_COLUMN, np.zeros([2, width + 3]))
+    write_good(5, 5)
+    with caplog.at_level(logging.WARNING):
+        first = reader.take(reader.available())
+    assert "does not fit this config" in caplog.text
+    assert len(first) == 0  # that take is lost to the learner
+    write_good(100, 7)
+    after = reader.take(reader.available())
+    assert after.shape == (7, 2, width) and sorted(after[:, 0, 0]) == list(range(100, 107))
+
+
+def test_weights_of_another_shape_are_ignored_until_the_next_push(server, caplog):
+    address, builder = server
+    policy = builder.make_policy()
+    train_step = tf.Variable(5, dtype=tf.int64)
+    pusher = builder.make_weight_client(address, policy.variables(), train_step)
+    acting = builder.make_policy()
+    puller = builder.make_weight_client(address, acting.variables())
+    pusher.push()
+    assert puller.pull() == 5
+    before = [v.numpy().copy() for v in acting.variables()]
+    # One tensor where the policy has many: a push from a client of another kind.
+    insert_unchecked(address, [tables.VARIABLES_TABLE], "policy_variables", np.zeros(3, np.float32))
+    with caplog.at_level(logging.WARNING):
+        assert puller.pull() is None
+    assert "do not fit this policy" in caplog.text
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, acting.variables()))
+    train_step.assign(6)
+    pusher.push()
+    assert puller.pull() == 6
+
+
+def test_a_run_with_a_hostile_client_finishes(processes, tmp_path):
+    """Server, learner and collector by hand; foreign items wait at the head of the feed (so the
+    learner's first take meets them) and foreign weights arrive mid-run; the learner reaches its
+    final step and the collector stops cleanly."""
+    address, _, _ = start_server(processes, tmp_path)
+    width = Builder(load_gin([SMOKE_GIN], [])).packing.width
+    for shape in ([2, width + 1], [2, width - 1], [3]):
+        insert_unchecked(address, tables.EXPERIENCE_TABLES, PAIR_COLUMN, np.ones(shape))
+    common = [
+        "--gin_file",
+        SMOKE_GIN,
+        "--replay_server_address",
+        address,
+        *bindings("RunConfig.num_iterations = 600"),
+    ]
+    learner = processes.role(
+        "learner", [*common, "--root_dir", str(tmp_path / "run")], tmp_path / "learner.log"
+    )
+    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    deadline = time.monotonic() + 240
+    while not reports(tmp_path / "learner.log", "learner_progress"):
+        assert learner.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    for _ in range(3):
+        insert_unchecked(address, [tables.VARIABLES_TABLE], "policy_variables", np.ones(3))
+        time.sleep(1)
+    assert learner.wait(timeout=300) == 0, read(tmp_path / "learner.log")[-3000:]
+    assert collector.wait(timeout=120) == 0, read(tmp_path / "collector.log")[-3000:]
+    assert [r["train_step"] for r in reports(tmp_path / "learner.log", "learner_done")] == [600]
+    (done,) = reports(tmp_path / "collector.log", "collector_done")
+    assert done["last_policy_train_step"] == 600
+    dropped = read(tmp_path / "learner.log").count("does not fit this config")
+    ignored = read(tmp_path / "collector.log").count("do not fit this policy")
+    print(f"takes the learner dropped: {dropped}; foreign weights the collector ignored: {ignored}")
+    assert dropped >= 1
