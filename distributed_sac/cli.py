@@ -28,6 +28,12 @@ flags.DEFINE_string(
 
 
 def load_config() -> RunConfig:
+    """The run config from the gin flags, once the server addresses are checked."""
+    from distributed_sac.replay.connection import check_address
+
+    check_address(FLAGS.replay_server_address, "--replay_server_address")
+    if FLAGS.variable_container_address:
+        check_address(FLAGS.variable_container_address, "--variable_container_address")
     return load_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
 
@@ -50,8 +56,7 @@ def run_dir(role: str, required: bool = True) -> RunDir | None:
         if required:
             raise UserError(f"{role} needs --root_dir")
         return None
-    os.makedirs(FLAGS.root_dir, exist_ok=True)
-    return RunDir(FLAGS.root_dir)
+    return RunDir(FLAGS.root_dir).create()
 
 
 def run_role(name: str, main: Callable[[], None]) -> None:

@@ -1,5 +1,6 @@
 """Where a run's files live under its root_dir, named once for every role, tool and test.
 
+run.lock               held by the launcher and its roles while a run is live (run_lock)
 operative_config.gin   the config the learner actually used
 logs/<role>.log        each role's output, captured by the launcher
 checkpoints/           learner checkpoints (strict restore)
@@ -15,7 +16,11 @@ replay/                replay summaries (the launcher's monitor)
 from __future__ import annotations
 
 import os
+import tempfile
 
+from distributed_sac.errors import UserError
+
+RUN_LOCK = "run.lock"
 OPERATIVE_CONFIG = "operative_config.gin"
 LOGS = "logs"
 CHECKPOINTS = "checkpoints"
@@ -39,6 +44,22 @@ class RunDir:
 
     def _join(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
+
+    def create(self) -> RunDir:
+        """Makes the root directory if missing; UserError when it is a file or not writable."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise UserError(f"--root_dir {self.root} exists and is not a directory")
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):  # access() says yes to root regardless
+                pass
+        except OSError as error:
+            raise UserError(f"--root_dir {self.root} is not writable: {error.strerror}") from None
+        return self
+
+    @property
+    def run_lock(self) -> str:
+        return self._join(RUN_LOCK)
 
     @property
     def operative_config(self) -> str:

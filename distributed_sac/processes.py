@@ -49,7 +49,8 @@ def describe_exit(code: int) -> str:
 
 
 class Process:
-    """A started command with its output appended to a log file (or written to an open fd)."""
+    """A started command with its output appended to a log file (or written to an open fd);
+    `pass_fds` stay open in it (the run lock)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Process:
         env: dict | None = None,
         cwd: str = REPO_ROOT,
         name: str | None = None,
+        pass_fds: Sequence[int] = (),
     ):
         self.args = list(args)
         self.name = name or os.path.basename(self.args[0])
@@ -74,6 +76,7 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 env=full_env,
                 cwd=cwd,
+                pass_fds=tuple(pass_fds),
                 preexec_fn=_own_group_dying_with_parent,
             )
         finally:

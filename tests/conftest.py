@@ -136,7 +136,9 @@ def reports(log_path, event) -> list[dict]:
     return fields_of(str(log_path), event)
 
 
-def launch(processes, root_dir, *extra):
+def launch(processes, root_dir, *extra, out=None):
+    """launch/local.sh on the smoke config; its output goes to `out` (default: beside root_dir,
+    <name>-launcher.out). Returns (process, output path)."""
     root_dir.mkdir(parents=True, exist_ok=True)
     args = [
         LOCAL_SH,
@@ -148,7 +150,7 @@ def launch(processes, root_dir, *extra):
         str(free_port()),
         *extra,
     ]
-    out = root_dir.parent / f"{root_dir.name}-launcher.out"
+    out = out or root_dir.parent / f"{root_dir.name}-launcher.out"
     return processes.start(args, out), out
 
 
@@ -251,3 +253,43 @@ def standalone_action(policy_dir, cwd) -> list[float]:
     assert result.returncode == 0, result.stderr[-2000:]
     # numpy prints "[[ 0.05 -0.03 ...]]": the numbers of the action.
     return [float(x) for x in re.findall(r"-?\d+\.\d*(?:e[-+]?\d+)?", result.stdout)]
+
+
+RUN_TIMEOUT_S = 420
+
+
+def bindings(*lines: str) -> list[str]:
+    args = []
+    for line in lines:
+        args += ["--gin_bindings", line]
+    return args
+
+
+def wait_until(condition, what: str, launcher, timeout_s: float = 240):
+    """Polls `condition` until it returns something truthy; fails if the launcher exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if launcher.poll() is not None:
+            raise AssertionError(f"launcher exited ({launcher.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def pid_of(root, role: str) -> int:
+    (pid,) = [
+        int(line.split()[0])
+        for line in run_processes_of(root)
+        if f"distributed_sac.{ROLE_MODULES[role]} " in line
+    ]
+    return pid
+
+
+def finish(launcher, out) -> str:
+    code = launcher.wait(timeout=RUN_TIMEOUT_S)
+    output = read(out)
+    assert code == 0, output[-3000:]
+    assert "all roles exited cleanly" in output
+    return output

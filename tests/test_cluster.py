@@ -16,6 +16,7 @@ from tf_agents.trajectories import time_step as ts
 
 from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
+from distributed_sac.tools.cluster import RestartBudget
 from tests.conftest import (
     last_line,
     launch,
@@ -185,3 +186,14 @@ def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftover
         f"local.sh: error: collector-0 exited with signal SIGKILL (log: {collector_log})"
     )
     assert run_processes_of(tmp_path) == []
+
+
+def test_restart_budget_counts_within_a_sliding_window():
+    budget = RestartBudget(max_restarts=3, window_s=3600)
+    assert [budget.take(t) for t in (0, 10, 20)] == [1, 2, 3]
+    assert budget.take(30) is None  # a fourth crash within the hour stops the run
+    assert budget.take(3599) is None
+    # Crashes spread over days never exhaust it: the oldest leave the window.
+    assert budget.take(3600) == 3
+    assert budget.recent(3600 + 20) == 1
+    assert [budget.take(t) for t in (86_400, 172_800, 259_200, 345_600)] == [1, 1, 1, 1]

@@ -4,7 +4,9 @@ starts the parts it measures."""
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
 import time
 
 from distributed_sac import processes
@@ -12,7 +14,9 @@ from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
 from distributed_sac.processes import Process, describe_exit
 
-CONFIG_ERROR_EXIT_CODE = 2  # entrypoint.run's exit code for a UserError: restarting cannot help
+# entrypoint.run's exit code for a UserError: restarting cannot help. (ServerUnreachable exits
+# 3: the role is restarted and waits for the server again.)
+CONFIG_ERROR_EXIT_CODE = UserError.exit_code
 ROLE_MODULES = {
     "replay_server": "roles.replay_server",
     "learner": "roles.learner",
@@ -21,9 +25,33 @@ ROLE_MODULES = {
 }
 
 
+class RestartBudget:
+    """One role's restarts within a sliding window of `window_s` seconds: a role that crashes
+    now and then over days keeps running, one that crashes in a loop stops the run."""
+
+    def __init__(self, max_restarts: int, window_s: float):
+        self.max_restarts, self.window_s = max_restarts, window_s
+        self._times: collections.deque[float] = collections.deque()
+
+    def recent(self, now: float) -> int:
+        """Restarts within the window before `now`."""
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        return len(self._times)
+
+    def take(self, now: float) -> int | None:
+        """Records a restart at `now` and returns how many the window holds with it; None (and
+        nothing recorded) when the window already holds max_restarts."""
+        if self.recent(now) >= self.max_restarts:
+            return None
+        self._times.append(now)
+        return len(self._times)
+
+
 class Cluster:
     """The run's role processes by name, logs in <root_dir>/logs. `supervise` restarts the ones
-    that die, up to `max_restarts` each, after a doubling backoff."""
+    that die, up to `max_restarts` each within any `restart_window_s`, after a backoff that
+    doubles with each restart in the window."""
 
     def __init__(
         self,
@@ -33,25 +61,35 @@ class Cluster:
         max_restarts: int = 0,
         restart_backoff_s: float = 2.0,
         shutdown_grace_s: float = 8.0,
+        restart_window_s: float = 3600.0,
+        run_lock_fd: int | None = None,
     ):
         self.run_dir = run_dir
         self.console = console
         os.makedirs(run_dir.logs, exist_ok=True)
         self.role_args = role_args
+        # Every role holds the run lock with the launcher (see run_lock).
+        self._pass_fds = () if run_lock_fd is None else (run_lock_fd,)
         self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
         self.restart_backoff_s = restart_backoff_s
         self.shutdown_grace_s = shutdown_grace_s
         self.roles: dict[str, Process] = {}
         self._commands: dict[str, tuple[str, list[str]]] = {}
-        self.restarts: dict[str, int] = {}
-        self._restart_at: dict[str, float] = {}
+        self._budgets: dict[str, RestartBudget] = {}
+        # A pending restart: when it is due, and its number within the window.
+        self._restart_at: dict[str, tuple[float, int]] = {}
         self.stopping = False
 
     def start(self, name: str, role: str, extra: list[str]) -> Process:
         """Starts role `role` (a key of ROLE_MODULES) as `name` with the common and `extra` args."""
         self._commands[name] = (role, extra)
         self.roles[name] = Process.module(
-            ROLE_MODULES[role], self.role_args + extra, self.run_dir.log(name), name=role
+            ROLE_MODULES[role],
+            self.role_args + extra,
+            self.run_dir.log(name),
+            name=role,
+            pass_fds=self._pass_fds,
         )
         return self.roles[name]
 
@@ -68,28 +106,33 @@ class Cluster:
         now = time.monotonic()
         for name, role in self.roles.items():
             if name in self._restart_at:
-                if now >= self._restart_at[name]:
+                due, number = self._restart_at[name]
+                if now >= due:
                     del self._restart_at[name]
                     self.start(name, *self._commands[name])
-                    self._event(
-                        f"{name}: restarted (restart {self.restarts[name]}/{self.max_restarts})"
-                    )
+                    self._event(f"{name}: restarted (restart {number}/{self.max_restarts})")
                 continue
             code = role.poll()
             if code in (None, 0):
                 continue
             if code == CONFIG_ERROR_EXIT_CODE:
                 self.fail(name, code)
-            if self.restarts.get(name, 0) >= self.max_restarts:
+            budget = self._budgets.setdefault(
+                name, RestartBudget(self.max_restarts, self.restart_window_s)
+            )
+            number = budget.take(now)
+            if number is None:
+                within = f" within {self.restart_window_s:.0f}s"
                 self.fail(
-                    name, code, f" after {self.max_restarts} restarts" * (self.max_restarts > 0)
+                    name,
+                    code,
+                    f" after {self.max_restarts} restarts{within}" * (self.max_restarts > 0),
                 )
-            self.restarts[name] = self.restarts.get(name, 0) + 1
-            delay = self.restart_backoff_s * 2 ** (self.restarts[name] - 1)
-            self._restart_at[name] = now + delay
+            delay = self.restart_backoff_s * 2 ** (number - 1)
+            self._restart_at[name] = (now + delay, number)
             self._event(
                 f"{self.exit_line(name, code)[:300]}; restart "
-                f"{self.restarts[name]}/{self.max_restarts} in {delay:.0f}s"
+                f"{number}/{self.max_restarts} in {delay:.0f}s"
             )
 
     def check_alive(self) -> None:
@@ -119,6 +162,11 @@ class Cluster:
         processes.stop([self.roles[n] for n in ("learner",) if n in self.roles], left(0.7))
         processes.stop([self.roles[n] for n in clients], left(0.7))
         processes.stop([self.roles[n] for n in ("replay_server",) if n in self.roles], left(1.0))
+
+    def kill_all(self) -> None:
+        """SIGKILL to every role's process group, at once."""
+        for role in self.roles.values():
+            role.send_signal(signal.SIGKILL, group=True)
 
     def fail(self, name: str, code: int, context: str = "") -> None:
         self.stop_all()

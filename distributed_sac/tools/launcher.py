@@ -5,8 +5,9 @@ role starts, starts the replay server, then the learner, N collectors and the ev
 their progress, and exits 0 only when the learner reached its final step and every role exited
 cleanly. A role that dies is started again after a backoff (the others reconnect to it, and the
 learner and replay server resume from their checkpoints); a role that dies more than
---max_restarts times, or stops with a configuration error, stops the run, which exits non-zero
-naming the role and its error.
+--max_restarts times within --restart_window_s, or stops with a configuration error (exit code
+2), stops the run, which exits non-zero naming the role and its error. A role that gave up on an
+unreachable replay server (exit code 3) is restarted like a crashed one.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-from distributed_sac import processes  # noqa: E402
+from distributed_sac import processes, run_lock  # noqa: E402
 from distributed_sac.config import BUNDLED_GIN_DIR, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
 from distributed_sac.processes import describe_exit  # noqa: E402
+from distributed_sac.replay.connection import check_port  # noqa: E402
 from distributed_sac.tools.cluster import Cluster  # noqa: E402
 from distributed_sac.tools.console import Console  # noqa: E402
 
@@ -53,7 +55,14 @@ flags.DEFINE_integer(
     "Niceness of the evaluator: above 0, evaluation yields the cores to training (faster "
     "training, but evaluations that fall behind skip to the newest weights).",
 )
-flags.DEFINE_integer("max_restarts", 3, "Restarts allowed per role before the run fails.")
+flags.DEFINE_integer(
+    "max_restarts", 3, "Restarts allowed per role within --restart_window_s before the run fails."
+)
+flags.DEFINE_float(
+    "restart_window_s",
+    3600,
+    "The sliding window --max_restarts counts in: a role may crash now and then for days.",
+)
 flags.DEFINE_float(
     "restart_backoff_s", 2, "Delay before a role's first restart; doubles each time."
 )
@@ -212,25 +221,34 @@ def main(argv) -> None:
     cluster = None
 
     def on_signal(signum, _frame):
+        name = signal.Signals(signum).name
         if cluster is not None and not cluster.stopping:
             cluster.stopping = True
-            cluster.console.event(f"got {signal.Signals(signum).name}; stopping every role")
+            cluster.console.event(f"got {name}; stopping every role (again to kill them at once)")
             cluster.stop_all()
             cluster.console.event(stopped_line(cluster))
+        elif cluster is not None:  # a second signal while stopping: the user will not wait
+            cluster.kill_all()
+            cluster.console.event(
+                f"got {name} again; killed every role (the run resumes from its last checkpoints)"
+            )
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP: the terminal went away; stop in order as for Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         if FLAGS.num_collectors is not None and FLAGS.num_collectors < 1:
             raise UserError("--num_collectors must be at least 1")
+        check_port(FLAGS.port, "--port")
         gin_files = [os.path.abspath(f) for f in (FLAGS.gin_file or [DEFAULT_GIN])]
         config = load_gin(gin_files, FLAGS.gin_bindings)  # fails here, before any role starts
         run_dir = RunDir(
             os.path.abspath(
                 FLAGS.root_dir or os.path.join("runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}")
             )
-        )
+        ).create()
+        lock_fd = run_lock.hold(run_dir, lambda line: print(f"local.sh: {line}", flush=True))
         role_args = ["--root_dir", run_dir.root]
         for path in gin_files:
             role_args += ["--gin_file", path]
@@ -244,6 +262,8 @@ def main(argv) -> None:
             FLAGS.max_restarts,
             FLAGS.restart_backoff_s,
             FLAGS.shutdown_grace_s,
+            FLAGS.restart_window_s,
+            lock_fd,
         )
         console.event(f"run directory: {run_dir.root}")
         console.event(f"role logs:     {run_dir.logs}/<role>.log")

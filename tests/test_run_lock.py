@@ -1,0 +1,92 @@
+"""One live run per root_dir: a second launcher is refused, and a relaunch waits for the roles
+of a killed launcher (they hold the run's lock with it) instead of running beside them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from distributed_sac.layout import RunDir
+from tests.conftest import (
+    bindings,
+    finish,
+    last_line,
+    launch,
+    pid_of,
+    read,
+    reports,
+    run_processes_of,
+    wait_until,
+)
+
+
+def test_second_launcher_on_a_live_root_dir_is_refused(processes, tmp_path, no_leftovers):
+    root = tmp_path / "run"
+    first, _ = launch(processes, root, *bindings("RunConfig.num_iterations = 100000"))
+    run = RunDir(str(root))
+    wait_until(lambda: reports(run.log("learner"), "learner_progress"), "training", first)
+    logs_before = {name: os.path.getsize(run.log(name)) for name in ("learner", "replay_server")}
+    second, second_out = launch(processes, root, out=tmp_path / "second.out")
+    assert second.wait(timeout=120) == 2
+    line = last_line(read(second_out))
+    print(line)
+    assert line == (
+        f"local.sh: error: --root_dir {root} is in use by a live run (launcher pid {first.pid}); "
+        "stop it first, or use another --root_dir"
+    )
+    # The live run was not touched: its roles still run and only they write their logs.
+    assert first.poll() is None
+    assert len([p for p in run_processes_of(root) if "distributed_sac.roles." in p]) == 4
+    time.sleep(2)
+    assert os.path.getsize(run.log("learner")) >= logs_before["learner"]
+    assert "replay server ready" not in read(second_out)
+
+
+def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_path, no_leftovers):
+    """The launcher SIGKILLed while its learner takes 45 s to stop (a fault that delays its
+    final checkpoint): the learner outlives it holding the lock, so a relaunch waits and fails
+    after 30 s saying why. Once the learner has checkpointed and exited, the same relaunch
+    resumes from that checkpoint."""
+    root = tmp_path / "run"
+    args = bindings("RunConfig.num_iterations = 1200", "FaultInjection.stop_delay_s = 45")
+    launcher, _ = launch(processes, root, *args)
+    run = RunDir(str(root))
+    wait_until(lambda: reports(run.log("learner"), "learner_checkpoint"), "a checkpoint", launcher)
+    learner = pid_of(root, "learner")
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait(timeout=10)
+    gone = time.monotonic()
+
+    def others():
+        return [p for p in run_processes_of(root) if int(p.split()[0]) != learner]
+
+    while others() and time.monotonic() < gone + 20:
+        time.sleep(0.2)
+    left = others()
+    print(f"roles left {time.monotonic() - gone:.1f}s after the launcher's SIGKILL: {left}")
+    assert left == []  # server, collector, evaluator: gone with their launcher
+    assert any(int(p.split()[0]) == learner for p in run_processes_of(root))
+
+    refused, refused_out = launch(processes, root, *args, out=tmp_path / "refused.out")
+    assert refused.wait(timeout=120) == 2
+    output = read(refused_out)
+    assert "waiting up to 30s for the roles of a stopped run to exit" in output
+    assert last_line(output) == (
+        f"local.sh: error: --root_dir {root} is still held by roles of a stopped run after "
+        f"30s (see: fuser {run.run_lock})"
+    )
+    assert len(reports(run.log("learner"), "learner_start")) == 1  # nothing was relaunched
+
+    deadline = time.monotonic() + 60
+    while run_processes_of(root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_processes_of(root) == []
+    (saved,) = reports(run.log("learner"), "learner_stopped")  # its checkpoint on the way out
+    relaunch, relaunch_out = launch(
+        processes, root, *bindings("RunConfig.num_iterations = 1200"), out=tmp_path / "again.out"
+    )
+    finish(relaunch, relaunch_out)
+    resumed = reports(run.log("learner"), "learner_start")[-1]
+    print(f"orphan stopped at train_step {saved['train_step']}; relaunch resumed there")
+    assert resumed["restored_from"] and resumed["train_step"] == saved["train_step"] > 0
