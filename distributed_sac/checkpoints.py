@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from distributed_sac.errors import UserError, first_line, one_line
 
@@ -39,14 +40,36 @@ class LearnerCheckpoints:
         return self._manager.save(checkpoint_number=train_step)
 
     def restore_latest(self) -> str | None:
-        """Restores the newest checkpoint and returns its path; None when there is none.
+        """Restores the newest readable checkpoint and returns its path; None when there is none.
 
-        Call after every variable exists (optimizer slots included), so that every saved value
-        must find its variable now rather than be deferred.
+        A newest one that cannot be read (a kill or a full disk mid-write, corruption) is
+        skipped for the one before, with a warning; one that does not match this config is an
+        error (the older ones were written by the same config). Call after every variable
+        exists (optimizer slots included), so that every saved value must find its variable
+        now rather than be deferred.
         """
-        path = self.latest
-        if path is None:
+        paths = list(reversed(self._manager.checkpoints))
+        if not paths:
             return None
+        for index, path in enumerate(paths):
+            try:
+                self._restore(path)
+                return path
+            except _Unreadable as error:
+                if index + 1 < len(paths):
+                    absl_logging.warning(
+                        "checkpoint %s cannot be read (%s); falling back to %s",
+                        path,
+                        error,
+                        paths[index + 1],
+                    )
+                    continue
+                raise UserError(
+                    f"cannot read checkpoint {path} (corrupted?): {error}"
+                    + (f"; nor the newer {', '.join(paths[:index])}" if index else "")
+                ) from None
+
+    def _restore(self, path: str) -> None:
         # A mismatch makes TF log every unmatched object before raising; our one line says it.
         tf_logger = logging.getLogger("tensorflow")
         level = tf_logger.level
@@ -62,7 +85,11 @@ class LearnerCheckpoints:
                 f"checkpoint {path} does not match this config: {first_line(error)}; "
                 "use the gin config it was written with, or another --root_dir"
             ) from None
-        except (tf.errors.OpError, OSError) as error:
-            message = one_line(error)[:300]
-            raise UserError(f"cannot read checkpoint {path} (corrupted?): {message}") from None
-        return path
+        # A truncated data file ("Read less bytes than requested") surfaces as an IndexError.
+        except (tf.errors.OpError, OSError, IndexError) as error:
+            tf_logger.setLevel(level)
+            raise _Unreadable(one_line(error)[:300]) from None
+
+
+class _Unreadable(Exception):
+    """A checkpoint's files cannot be read."""

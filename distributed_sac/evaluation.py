@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging
+
 EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
 # What every evaluation line carries (plot and status rely on these).
 REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
@@ -35,8 +37,30 @@ def run_episodes(env, policy, num_episodes: int) -> dict:
 
 
 def append_evaluation(metrics_path: str, evaluation: dict) -> None:
-    with open(metrics_path, "a") as f:
-        f.write(json.dumps(evaluation) + "\n")
+    """Appends one line. A last line torn by a kill mid-write (no newline at the end) is cut off
+    first: appended to, it would swallow the new line, and both would be skipped when read."""
+    with open(metrics_path, "ab+") as f:
+        end = f.seek(0, os.SEEK_END)
+        keep = _after_last_newline(f, end)
+        if keep < end:
+            logging.warning(
+                "%s: cutting a torn last line (%d bytes) before appending", metrics_path, end - keep
+            )
+            f.truncate(keep)
+        f.write((json.dumps(evaluation) + "\n").encode())
+
+
+def _after_last_newline(f, end: int, chunk: int = 4096) -> int:
+    """The offset just past the last newline among the first `end` bytes of `f` (0 if none)."""
+    position = end
+    while position > 0:
+        start = max(0, position - chunk)
+        f.seek(start)
+        found = f.read(position - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
 
 
 def read_evaluations(metrics_path: str) -> tuple[list[dict], int]:

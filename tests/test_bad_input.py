@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -16,17 +17,19 @@ from tests.conftest import (
     SMOKE_GIN,
     free_port,
     last_line,
+    one_error_line,
     start_server,
+    unwritable_dir,
 )
 
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 TEST_SH = os.path.join(REPO_ROOT, "launch", "test.sh")
 
 
-def run_role(role, args, timeout_s=120):
+def run_role(role, args, timeout_s=120, prefix=()):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
-        [sys.executable, "-m", f"distributed_sac.{ROLE_MODULES[role]}", *args],
+        [*prefix, sys.executable, "-m", f"distributed_sac.{ROLE_MODULES[role]}", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -35,9 +38,9 @@ def run_role(role, args, timeout_s=120):
     )
 
 
-def run_local_sh(args, timeout_s=120, env=None):
+def run_local_sh(args, timeout_s=120, env=None, prefix=()):
     return subprocess.run(
-        [LOCAL_SH, *args],
+        [*prefix, LOCAL_SH, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -145,7 +148,8 @@ def test_unreachable_server_retries_then_fails(module, tmp_path):
             str(tmp_path),
         ],
     )
-    assert result.returncode == 2
+    # Not a configuration error (2): 3, which the launcher restarts like a crash.
+    assert result.returncode == 3
     assert "not reachable (attempt 1" in result.stderr  # each retry is logged
     assert "(attempt 2" in result.stderr
     assert last_line(result.stderr).startswith(
@@ -223,3 +227,101 @@ def test_evaluator_rejects_a_negative_nice(tmp_path):
     result = run_role("evaluator", args)
     assert result.returncode == 2
     assert last_line(result.stderr) == "evaluator: error: --nice must not be negative, got -1"
+
+
+@pytest.mark.parametrize("port", ["-1", "0", "65536", "70000"])
+def test_port_out_of_range_is_named_by_the_server_and_the_launcher(port, tmp_path):
+    result = run_role("replay_server", ["--gin_file", SMOKE_GIN, "--port", port])
+    assert one_error_line(result, "replay_server") == (
+        f"replay_server: error: --port must be a port from 1 to 65535, got {port}"
+    )
+    root = tmp_path / "run"
+    result = run_local_sh(["--gin_file", SMOKE_GIN, "--root_dir", str(root), "--port", port])
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"local.sh: error: --port must be a port from 1 to 65535, got {port}"
+    )
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("address", ["localhost:70000", "localhost:-5", "localhost", ":8008"])
+def test_malformed_server_address_is_named_at_once(address):
+    args = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
+    started = time.monotonic()
+    result = run_role("collector", args)
+    assert one_error_line(result, "collector") == (
+        "collector: error: --replay_server_address must be host:port with a port from 1 to "
+        f"65535, got {address!r}"
+    )
+    assert time.monotonic() - started < 60  # not connect_timeout_s of retries
+
+
+def test_root_dir_that_is_a_file(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    expected = f"--root_dir {not_a_dir} exists and is not a directory"
+    result = run_role("learner", ["--gin_file", SMOKE_GIN, "--root_dir", str(not_a_dir)])
+    assert one_error_line(result, "learner") == f"learner: error: {expected}"
+    result = run_local_sh(
+        ["--gin_file", SMOKE_GIN, "--root_dir", str(not_a_dir), "--port", str(free_port())]
+    )
+    assert result.returncode == 2
+    assert last_line(result.stderr) == f"local.sh: error: {expected}"
+    assert not_a_dir.read_text() == "x"
+
+
+def test_unwritable_root_dir(tmp_path):
+    locked, prefix = unwritable_dir(tmp_path / "locked")
+    root = locked / "run"
+    expected = f"--root_dir {root} is not writable: Permission denied"
+    args = ["--gin_file", SMOKE_GIN, "--root_dir", str(root)]
+    result = run_role("evaluator", args, prefix=prefix)
+    assert one_error_line(result, "evaluator") == f"evaluator: error: {expected}"
+    result = run_local_sh([*args, "--port", str(free_port())], prefix=prefix)
+    assert result.returncode == 2
+    assert last_line(result.stderr) == f"local.sh: error: {expected}"
+
+
+def test_gin_file_that_is_a_directory(tmp_path):
+    result = run_role("collector", ["--gin_file", str(tmp_path)])
+    assert one_error_line(result, "collector") == (
+        f"collector: error: gin file is a directory: {tmp_path}"
+    )
+    result = run_local_sh(["--gin_file", str(tmp_path), "--port", str(free_port())])
+    assert result.returncode == 2
+    assert last_line(result.stderr) == f"local.sh: error: gin file is a directory: {tmp_path}"
+
+
+def test_gin_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "latin1.gin"
+    bad.write_bytes(f"include '{SMOKE_GIN}'\n# r\xe9sum\xe9\n".encode("latin-1"))
+    byte = bad.read_bytes().index(b"\xe9")
+    result = run_role("learner", ["--gin_file", str(bad), "--root_dir", str(tmp_path / "r")])
+    assert one_error_line(result, "learner") == (
+        f"learner: error: gin file {bad} is not UTF-8 text (byte {byte})"
+    )
+    result = run_local_sh(["--gin_file", str(bad), "--port", str(free_port())])
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"local.sh: error: gin file {bad} is not UTF-8 text (byte {byte})"
+    )
+
+
+def test_launcher_names_an_unknown_environment(tmp_path):
+    result = run_local_sh(
+        [
+            "--gin_file",
+            SMOKE_GIN,
+            "--gin_bindings",
+            "RunConfig.env_name = 'NoSuchEnv-v0'",
+            "--root_dir",
+            str(tmp_path / "run"),
+            "--port",
+            str(free_port()),
+        ],
+        timeout_s=180,
+    )
+    assert result.returncode == 1
+    line = last_line(result.stderr)
+    assert line.startswith("local.sh: error: replay_server exited with code 2: ")
+    assert "unknown environment 'NoSuchEnv-v0'" in line

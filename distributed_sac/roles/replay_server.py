@@ -13,6 +13,7 @@ from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError, first_line
 from distributed_sac.replay import tables
+from distributed_sac.replay.connection import check_port
 from distributed_sac.reports import report
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")
@@ -66,7 +67,7 @@ def main() -> None:
     import reverb
 
     config = cli.load_config()
-    _check_port_free(FLAGS.port)
+    _check_port_free(check_port(FLAGS.port, "--port"))
     run_dir = cli.run_dir("replay_server", required=False)
     server = _start_server(config, FLAGS.port, run_dir)
     client = reverb.Client(f"localhost:{FLAGS.port}")

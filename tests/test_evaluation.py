@@ -1,0 +1,44 @@
+"""metrics.jsonl: a line torn by a kill mid-write is cut off before the next evaluation."""
+
+from __future__ import annotations
+
+import json
+
+from distributed_sac import evaluation
+
+
+def _line(step: int) -> dict:
+    return {"train_step": step, "AverageReturn": step / 10, "wall_time": 1.0 + step}
+
+
+def test_a_torn_last_line_is_repaired_before_the_next_append(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    evaluation.append_evaluation(str(metrics), _line(100))
+    evaluation.append_evaluation(str(metrics), _line(200))
+    whole = metrics.read_bytes()
+    torn = json.dumps(_line(300)).encode()[:17]  # killed mid-write
+    metrics.write_bytes(whole + torn)
+    assert evaluation.read_evaluations(str(metrics))[1] == 1
+
+    evaluation.append_evaluation(str(metrics), _line(300))
+    evaluations, skipped = evaluation.read_evaluations(str(metrics))
+    assert skipped == 0
+    assert [e["train_step"] for e in evaluations] == [100, 200, 300]
+    assert metrics.read_bytes() == whole + (json.dumps(_line(300)) + "\n").encode()
+
+
+def test_a_file_holding_only_a_torn_line_is_started_afresh(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b'{"train_step": 1' + b"x" * 10_000)  # longer than one read back
+    evaluation.append_evaluation(str(metrics), _line(100))
+    evaluations, skipped = evaluation.read_evaluations(str(metrics))
+    assert skipped == 0 and [e["train_step"] for e in evaluations] == [100]
+
+
+def test_whole_lines_are_left_as_they_are(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    evaluation.append_evaluation(str(metrics), _line(100))
+    before = metrics.read_bytes()
+    evaluation.append_evaluation(str(metrics), _line(200))
+    assert metrics.read_bytes().startswith(before)
+    assert len(evaluation.read_evaluations(str(metrics))[0]) == 2
