@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
-KUBERNETES_VERSION = "1.30.0"  # StatefulSet pod-index labels need 1.28+
+KUBERNETES_VERSION = "1.30.0"  # elastic Indexed Jobs (scaling collectors) need 1.27+
 
 
 def render(kustomization: str) -> dict[tuple[str, str], dict]:
@@ -57,9 +57,9 @@ def test_roles_share_the_gin_config_and_find_the_server():
     assert "--port=8008" in server["args"] and "--root_dir=/data" in server["args"]
     for kind, name in [
         ("StatefulSet", "replay-server"),
-        ("Deployment", "learner"),
-        ("StatefulSet", "collector"),
-        ("Deployment", "evaluator"),
+        ("Job", "learner"),
+        ("Job", "collector"),
+        ("Job", "evaluator"),
     ]:
         spec = resources[(kind, name)]["spec"]["template"]["spec"]
         args = spec["containers"][0]["args"]
@@ -73,16 +73,32 @@ def test_roles_share_the_gin_config_and_find_the_server():
 
 def test_collectors_scale_with_distinct_tasks_and_cpu_requests():
     resources = render("base")
-    collectors = resources[("StatefulSet", "collector")]["spec"]
-    assert collectors["podManagementPolicy"] == "Parallel" and collectors["replicas"] >= 1
-    assert collectors["template"]["spec"]["restartPolicy"] == "Always"
-    collector = container(resources, "StatefulSet", "collector")
+    collectors = resources[("Job", "collector")]["spec"]
+    assert collectors["completionMode"] == "Indexed"
+    assert collectors["completions"] == collectors["parallelism"] >= 1
+    assert collectors["template"]["spec"]["restartPolicy"] == "OnFailure"
+    collector = container(resources, "Job", "collector")
     assert "--task=$(POD_INDEX)" in collector["args"]
     (pod_index,) = [env for env in collector["env"] if env["name"] == "POD_INDEX"]
     assert pod_index["valueFrom"]["fieldRef"]["fieldPath"] == (
-        "metadata.labels['apps.kubernetes.io/pod-index']"
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     )
     assert collector["resources"]["requests"]["cpu"]
+
+
+def test_finished_roles_stay_finished():
+    """Learner, evaluator and collectors exit 0 at the final step: Jobs, restarted only on a
+    failure (a Deployment restarted a learner that exited 0, which rewrote its last checkpoint
+    and re-exported); the replay server is the run's service and keeps running."""
+    resources = render("base")
+    for name in ("learner", "evaluator", "collector"):
+        job = resources[("Job", name)]
+        assert job["apiVersion"] == "batch/v1"
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+        assert job["spec"]["backoffLimit"] >= 100
+    assert resources[("Job", "learner")]["spec"]["parallelism"] == 1  # one learner at a time
+    assert not [key for key in resources if key[0] == "Deployment"]
+    assert resources[("StatefulSet", "replay-server")]["spec"]["replicas"] == 1
 
 
 def test_only_the_jobs_pods_reach_the_reverb_port():
@@ -96,9 +112,9 @@ def test_only_the_jobs_pods_reach_the_reverb_port():
         "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "distributed-sac"}}
     }
     for kind, name in [
-        ("Deployment", "learner"),
-        ("StatefulSet", "collector"),
-        ("Deployment", "evaluator"),
+        ("Job", "learner"),
+        ("Job", "collector"),
+        ("Job", "evaluator"),
     ]:
         labels = resources[(kind, name)]["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "distributed-sac"
@@ -106,13 +122,13 @@ def test_only_the_jobs_pods_reach_the_reverb_port():
 
 def test_gpu_overlay_gives_the_learner_gpus_and_the_mirrored_strategy():
     base, gpu = render("base"), render("overlays/gpu")
-    learner = container(gpu, "Deployment", "learner")
+    learner = container(gpu, "Job", "learner")
     assert learner["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert "--strategy=mirrored" in learner["args"]
-    assert "--strategy=mirrored" not in container(base, "Deployment", "learner")["args"]
+    assert "--strategy=mirrored" not in container(base, "Job", "learner")["args"]
     # Only the learner differs.
     for key in base:
-        if key != ("Deployment", "learner"):
+        if key != ("Job", "learner"):
             assert base[key] == gpu[key], key
 
 
