@@ -12,6 +12,10 @@ steps and minutes of training at which AverageReturn first reached --threshold; 
 minutes come from learning_curve.read_curve, so they count on across relaunches. Run again
 with the same arguments, it resumes each seed where it stopped (a finished seed returns at once).
 
+With --export_dir it copies each seed's curve (metrics.jsonl and the learner's report lines, in
+the run-dir layout) and seeds.json there: seeds run in different sessions can be committed one by
+one and summarized together with --summarize --output_dir <export_dir>.
+
 Each seed is one `launch/local.sh` run (the launcher, 1 collector) in <output_dir>/s<seed>, one
 after another. Then, or with --summarize alone, it prints AverageReturn at every evaluated train
 step for each seed, their mean and the mean of the last two evaluations, for <output_dir> and
@@ -164,6 +168,11 @@ def main() -> None:
     parser.add_argument("--timeout_s", type=float, default=1800, help="per seed")
     parser.add_argument("--env_steps_marks", help="e.g. 250000,500000,750000,1000000")
     parser.add_argument("--threshold", type=float, help="an AverageReturn to time")
+    parser.add_argument(
+        "--export_dir",
+        help="copy each seed's evaluations and learner reports here (small enough to commit); "
+        "--summarize --output_dir <it> reads them back",
+    )
     args = parser.parse_args()
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -196,6 +205,15 @@ def main() -> None:
         figures["milestones"] = milestones(args.output_dir, seeds, marks, args.threshold)
     with open(os.path.join(args.output_dir, "seeds.json"), "w") as out:
         json.dump(figures, out, indent=2)
+    if args.export_dir:
+        from distributed_sac import learning_curve
+
+        for seed in seeds:
+            learning_curve.export_record(
+                os.path.join(args.output_dir, f"s{seed}"), os.path.join(args.export_dir, f"s{seed}")
+            )
+        with open(os.path.join(args.export_dir, "seeds.json"), "w") as out:
+            json.dump(figures, out, indent=2)
 
 
 if __name__ == "__main__":

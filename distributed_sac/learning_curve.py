@@ -19,6 +19,8 @@ learner's reports instead (logs/learner.log, appended across restarts):
 from __future__ import annotations
 
 import bisect
+import os
+import shutil
 
 from distributed_sac import evaluation, reports
 from distributed_sac.layout import RunDir
@@ -101,3 +103,17 @@ def read_curve(root_dir: str) -> list[dict]:
             )
         )
     return curve
+
+
+def export_record(root_dir: str, target_dir: str) -> None:
+    """Copies what `read_curve` reads, and nothing else, into `target_dir` in the same layout:
+    metrics.jsonl and the learner log's report lines (a 1M-step run's are ~60 KB, small enough
+    to commit), so that read_curve(target_dir) gives the run's curve."""
+    source, target = RunDir(root_dir), RunDir(target_dir)
+    os.makedirs(target.eval, exist_ok=True)
+    os.makedirs(target.logs, exist_ok=True)
+    shutil.copyfile(source.metrics, target.metrics)
+    with open(source.log("learner"), errors="replace") as log:
+        lines = [line for line in log if any(f" {event} {{" in line for event in LEARNER_EVENTS)]
+    with open(target.log("learner"), "w") as out:
+        out.writelines(lines)

@@ -79,3 +79,14 @@ def test_without_a_learner_log_the_metrics_figures_are_used(tmp_path):
     curve = learning_curve.read_curve(run.root)
     assert [e["env_steps"] for e in curve] == [3100, 5100, 2050, 3000]
     assert curve[-1]["training_minutes"] == pytest.approx((RELAUNCH + 16 - T0 - 11) / 60)
+
+
+def test_an_exported_record_gives_the_same_curve(tmp_path):
+    run = write_run(tmp_path / "run")
+    with open(run.log("learner"), "a") as log:  # lines that are no report of the learner's
+        log.write("W1125 some warning\nI1125 reports.py:18] collector_progress {}\n")
+    learning_curve.export_record(run.root, str(tmp_path / "record"))
+    record = RunDir(str(tmp_path / "record"))
+    assert learning_curve.read_curve(record.root) == learning_curve.read_curve(run.root)
+    assert "warning" not in open(record.log("learner")).read()
+    assert sorted(os.listdir(record.root)) == ["eval", "logs"]
