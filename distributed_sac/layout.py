@@ -9,7 +9,8 @@ policies/              SavedModels: greedy_policy/, collect_policy/ (the learner
                        best_greedy_policy/ (the evaluator's best, its evaluation.json inside)
 collect/<task>/        collector summaries
 eval/                  evaluator summaries and metrics.jsonl (one JSON object per evaluation)
-reverb/                replay server checkpoints
+reverb/                replay server checkpoints (Reverb's own directory: nothing else goes in it)
+reverb_signatures.json the tables those checkpoints hold
 replay/                replay summaries (the launcher's monitor)
 """
 
@@ -33,6 +34,7 @@ COLLECT = "collect"
 EVAL = "eval"
 METRICS = "metrics.jsonl"
 REVERB = "reverb"
+REVERB_SIGNATURES = "reverb_signatures.json"
 REPLAY = "replay"
 
 
@@ -110,6 +112,10 @@ class RunDir:
     @property
     def reverb(self) -> str:
         return self._join(REVERB)
+
+    @property
+    def reverb_signatures(self) -> str:
+        return self._join(REVERB_SIGNATURES)
 
     @property
     def replay(self) -> str:

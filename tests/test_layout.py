@@ -23,6 +23,8 @@ def test_run_dir_layout_is_the_documented_one():
     assert run.eval == "/r/eval"
     assert run.metrics == "/r/eval/metrics.jsonl"
     assert run.reverb == "/r/reverb"
+    assert run.reverb_signatures == "/r/reverb_signatures.json"
+    assert run.run_lock == "/r/run.lock"
     assert run.replay == "/r/replay"
     # The learner hands root_dir to TF-Agents' Learner, which writes these two itself.
     assert layout.TRAIN == learner.TRAIN_DIR

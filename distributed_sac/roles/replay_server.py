@@ -12,7 +12,7 @@ from absl import flags, logging
 from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError, first_line
-from distributed_sac.replay import tables
+from distributed_sac.replay import server_checkpoints, tables
 from distributed_sac.replay.connection import check_port
 from distributed_sac.reports import report
 
@@ -50,17 +50,27 @@ def _start_server(config, port: int, run_dir):
     (Reverb loads it on start and keeps only the newest on save)."""
     import reverb
 
+    builder = Builder(config)
     checkpointer = None
     if run_dir is not None:
+        server_checkpoints.check_and_record(
+            run_dir.reverb, run_dir.reverb_signatures, builder.signatures()
+        )
         checkpointer = reverb.checkpointers.DefaultCheckpointer(path=run_dir.reverb)
     else:
         logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
     try:
-        return reverb.Server(Builder(config).make_tables(), port=port, checkpointer=checkpointer)
+        return reverb.Server(builder.make_tables(), port=port, checkpointer=checkpointer)
     except ValueError as error:
         raise UserError(f"cannot listen on port {port}: {error}") from None
-    except Exception as error:  # a checkpoint from another config, or an unreadable one
-        raise UserError(f"cannot load the Reverb checkpoint: {first_line(error)}") from None
+    except Exception as error:
+        if checkpointer is None:
+            raise
+        # An unreadable checkpoint; Reverb leaves it in place.
+        raise UserError(
+            f"cannot load the Reverb checkpoint in {run_dir.reverb}: {first_line(error)}; it is "
+            "left as it is (move it away to start with empty tables)"
+        ) from None
 
 
 def main() -> None:
