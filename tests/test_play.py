@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import imageio.v2 as imageio
@@ -11,7 +12,7 @@ import pytest
 
 from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
-from tests.conftest import SMOKE_GIN, one_error_line, run_tool, unwritable_dir
+from tests.conftest import REPO_ROOT, SMOKE_GIN, one_error_line, run_tool, unwritable_dir
 
 EPISODE = re.compile(r"^episode (\d+): return (\S+), length (\d+) \(walked (\S+) m\)$", re.M)
 WROTE = re.compile(r"^wrote (.+): (\d+) frames of (\d+)x(\d+) at .* ([\d.]+) ms per frame$", re.M)
@@ -106,3 +107,35 @@ def test_root_dir_plays_the_best_policy(smoke_root, tmp_path):
         f"playing {run.best_greedy_policy} ({best_policy.describe(best)} in training)"
     )
     assert output.stat().st_size > 0
+
+
+def test_the_shipped_walking_policy_walks(tmp_path):
+    """docs/minitaur_walk_policy, the best policy of a gin/minitaur_walk.gin run, is committed so
+    that a user can play a walking robot before training: its record says how it scored, and
+    one 1000-step episode with README's command walks several metres without falling."""
+    policy_dir = os.path.join(REPO_ROOT, "docs", "minitaur_walk_policy")
+    record = best_policy.read_record(policy_dir)
+    assert record["AverageReturn"] >= 11.3 and record["env_steps"] <= 1_000_000, record
+    output = tmp_path / "walk.gif"
+    result = run_tool(
+        "tools.play",
+        [
+            "--policy_dir",
+            policy_dir,
+            "--gin_file",
+            os.path.join(REPO_ROOT, "gin", "minitaur_walk.gin"),
+            "--episodes",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ((_, episode_return, length, walked),) = EPISODE.findall(result.stdout)
+    print(f"shipped policy: return {episode_return}, {length} decisions, walked {walked} m")
+    assert int(length) == 250  # 1000 environment steps at action_repeat 4: it did not fall
+    assert float(walked) > 5.0
