@@ -112,7 +112,7 @@ def test_root_dir_plays_the_best_policy(smoke_root, tmp_path):
 def test_the_shipped_walking_policy_walks(tmp_path):
     """docs/minitaur_walk_policy, the best policy of a gin/minitaur_walk.gin run, is committed so
     that a user can play a walking robot before training: its record says how it scored, and
-    one 1000-step episode with README's command walks several metres without falling."""
+    one 1000-step episode (README shows the command) walks several metres without falling."""
     policy_dir = os.path.join(REPO_ROOT, "docs", "minitaur_walk_policy")
     record = best_policy.read_record(policy_dir)
     assert record["AverageReturn"] >= 11.3 and record["env_steps"] <= 1_000_000, record
