@@ -48,6 +48,41 @@ def describe_exit(code: int) -> str:
     return f"code {code}"
 
 
+def usage(pid: int) -> dict | None:
+    """What process `pid` holds now: resident memory (MiB), open file descriptors and threads;
+    None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        if fields["State"].split()[0] == "Z":
+            return None
+        return {
+            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+            "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "threads": int(fields["Threads"]),
+        }
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def children(pid: int) -> dict[int, list[str]]:
+    """{pid: command line} of the live processes whose parent is `pid`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found[int(entry)] = cmdline.read().decode(errors="replace").split("\0")[:-1]
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 class Process:
     """A started command with its output appended to a log file (or written to an open fd);
     `pass_fds` stay open in it (the run lock)."""

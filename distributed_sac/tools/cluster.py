@@ -25,6 +25,28 @@ ROLE_MODULES = {
 }
 
 
+def role_name(command: list[str]) -> str | None:
+    """The name a Cluster gives the role process with this command line ('learner',
+    'collector-2'); None for any other process."""
+    for role, module in ROLE_MODULES.items():
+        if f"distributed_sac.{module}" in command:
+            if role != "collector":
+                return role
+            task = command[command.index("--task") + 1] if "--task" in command else "0"
+            return f"collector-{task}"
+    return None
+
+
+def role_pids(launcher_pid: int) -> dict[str, int]:
+    """{role name: pid} of the live role processes a launcher started."""
+    found = {}
+    for pid, command in processes.children(launcher_pid).items():
+        name = role_name(command)
+        if name is not None:
+            found[name] = pid
+    return found
+
+
 class RestartBudget:
     """One role's restarts within a sliding window of `window_s` seconds: a role that crashes
     now and then over days keeps running, one that crashes in a loop stops the run."""

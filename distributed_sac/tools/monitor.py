@@ -46,6 +46,36 @@ def rates(before: dict, after: dict) -> dict:
     }
 
 
+def run_updates_per_insert(counters: dict, initial_collect_steps: int) -> float | None:
+    """Train steps per inserted pair over the whole run, from the server's cumulative counters:
+    train_step / (inserts - initial_collect_steps). Exact to the pairs waiting in the feed (at
+    most rate_limiter_slack_steps), where a window of seconds is not: the train step moves in
+    pushes of weight_push_interval steps (a 2 s window on a run held at 1.0 read 0.72). None
+    before training, or when the server restored its tables (its counters then start after the
+    run did)."""
+    inserts, train_step = counters["inserts"], counters["train_step"]
+    restored = counters["table_sizes"][tables.EXPERIENCE_TABLE] > inserts
+    if train_step is None or restored or inserts <= initial_collect_steps:
+        return None
+    return train_step / (inserts - initial_collect_steps)
+
+
+def operative_value(operative_config: str, name: str):
+    """The value the learner used for `RunConfig.<name>`, read from its operative config (a
+    Python literal); None when the file or the line is missing."""
+    import ast
+
+    prefix = f"RunConfig.{name} = "
+    try:
+        with open(operative_config) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return ast.literal_eval(line[len(prefix) :].strip())
+    except (OSError, ValueError, SyntaxError):
+        pass
+    return None
+
+
 class ReplayMonitor:
     """Polls the replay server every `interval_s`: writes Replay/* TensorBoard summaries (at the
     learner's train step) and returns the figures. A server that is away or hung is skipped, not

@@ -1,8 +1,9 @@
 """`python -m distributed_sac.tools.status`: one screen on a running cluster.
 
 Reads the replay server (table sizes, insert and drain rates, the learner's train step from the
-pushed weights) and, with --root_dir, the roles' logs (each collector's policy step and lag) and
-the last evaluation. --watch redraws it until Ctrl-C.
+pushed weights, the effective update-to-data ratio: with --root_dir over the whole run, from
+the server's cumulative counters) and, with --root_dir, the roles' logs (each collector's policy
+step and lag) and the last evaluation. --watch redraws it until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -59,14 +60,27 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
     sizes, capacities = after["table_sizes"], after["table_capacities"]
     tables = ", ".join(f"{name} {sizes[name]:,}/{capacities[name]:,}" for name in sorted(sizes))
     train_step = after["train_step"]
+    initial = None
+    if root_dir is not None:
+        initial = monitor.operative_value(
+            RunDir(root_dir).operative_config, "initial_collect_steps"
+        )
+    run_ratio = monitor.run_updates_per_insert(after, initial) if initial is not None else None
+    if run_ratio is not None:
+        utd = f"{run_ratio:.3f} train steps per inserted item over the run"
+    else:
+        utd = (
+            f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item over "
+            f"{after['time'] - before['time']:.1f}s (coarse: the train step moves in pushes"
+            + ("; --root_dir gives the run's figure)" if root_dir is None else ")")
+        )
     lines = [
         f"replay server {address} (rates over {after['time'] - before['time']:.1f}s)",
         f"  tables: {tables}",
         f"  inserts/s {_fmt(rates['inserts_per_s'])}   drained by the learner/s "
         f"{_fmt(rates['drained_per_s'])}",
         f"learner: train_step {'- (no weights pushed yet)' if train_step is None else train_step}"
-        f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD "
-        f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item",
+        f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD {utd}",
     ]
     if root_dir is not None:
         lines.append(f"collectors (from {RunDir(root_dir).logs}):")

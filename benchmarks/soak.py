@@ -1,0 +1,279 @@
+"""Soak: the local cluster for --minutes, every role's memory, file descriptors and threads.
+
+    .venv/bin/python benchmarks/soak.py --minutes 60 --num_collectors 4 \\
+        --output docs/soak.json [--root_dir /var/tmp/runs/soak]
+    .venv/bin/python benchmarks/soak.py --quick     # the plumbing, on gin/smoke.gin
+
+It runs `launch/local.sh` (the launcher, with its restarts) on the config (default
+gin/minitaur.gin: UTD 1, the tutorial's 10 000-pair table) with a final step it will not reach,
+and every --interval_s seconds samples each role's resident memory, open file descriptors and
+threads (from /proc) and the replay server's table sizes and the learner's train step (from the
+server's counters), from the moment the replay server answers. After --minutes it stops the
+launcher as Ctrl-C does and checks that every role exited.
+
+It prints one line per sample, then a table per role and the targets, scaled to the run's
+length (for 60 minutes: the values at minute 15 against the end, the learner's rate in
+minutes 5-15 against the last 10):
+  - RSS at the end within 10% of RSS at the reference minute;
+  - file descriptors and threads flat: at the end no more than max(2, 5%) above the reference;
+  - no role restarted;
+  - learner train steps/s in the last sixth of the run >= 0.9 x in its 1/12..1/4.
+The figures go to --output as JSON. Exit code 1 if the launcher failed or a role outlived it;
+a missed target is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import tempfile
+import time
+
+import harness
+from harness import fail
+
+PROGRAM = "soak"
+UNREACHED_FINAL_STEP = 1_000_000_000
+STARTUP_TIMEOUT_S = 300
+
+
+def sample(launcher_pid: int, server) -> dict:
+    """One sample: per-role usage and pid, the server's counters (None while unreachable)."""
+    from distributed_sac import processes
+    from distributed_sac.tools import cluster, monitor
+
+    roles = {}
+    for name, pid in sorted(cluster.role_pids(launcher_pid).items()):
+        usage = processes.usage(pid)
+        if usage is not None:
+            roles[name] = {"pid": pid, **usage}
+    counters = None
+    try:
+        client, bounded = server
+        counters = bounded(monitor.server_counters, client, 5)
+    except Exception:  # the server is starting or restarting; the sample says so with None
+        pass
+    return {
+        "roles": roles,
+        "table_sizes": counters and counters["table_sizes"],
+        "inserts": counters and counters["inserts"],
+        "train_step": counters and counters["train_step"],
+    }
+
+
+def nearest(samples: list[dict], t_s: float) -> dict:
+    return min(samples, key=lambda s: abs(s["t_s"] - t_s))
+
+
+def learner_rate(samples: list[dict], begin_s: float, end_s: float) -> float | None:
+    """Train steps per second between the samples nearest `begin_s` and `end_s`."""
+    first, last = nearest(samples, begin_s), nearest(samples, end_s)
+    if first["train_step"] is None or last["train_step"] is None or last["t_s"] <= first["t_s"]:
+        return None
+    return (last["train_step"] - first["train_step"]) / (last["t_s"] - first["t_s"])
+
+
+def flat(reference: float, end: float) -> bool:
+    return end <= reference + max(2, 0.05 * reference)
+
+
+def analyse(samples: list[dict], minutes: float, restarts: list[str]) -> dict:
+    """Per-role figures at the reference minute and the end, the learner's rates, the targets."""
+    run_s = minutes * 60
+    reference_s = run_s / 4
+    reference, end = nearest(samples, reference_s), samples[-1]
+    roles = {}
+    for name in sorted(end["roles"]):
+        if name not in reference["roles"]:
+            continue
+        ref, last = reference["roles"][name], end["roles"][name]
+        after = [s["roles"][name] for s in samples if s["t_s"] >= reference["t_s"]]
+        after = [u for u in after if u is not None]
+        roles[name] = {
+            "rss_mb_reference": round(ref["rss_mb"], 1),
+            "rss_mb_end": round(last["rss_mb"], 1),
+            "rss_end_over_reference": round(last["rss_mb"] / ref["rss_mb"], 3),
+            "rss_mb_max": round(max(u["rss_mb"] for u in after), 1),
+            "fds_reference": ref["fds"],
+            "fds_end": last["fds"],
+            "fds_range_after_reference": [
+                min(u["fds"] for u in after),
+                max(u["fds"] for u in after),
+            ],
+            "threads_reference": ref["threads"],
+            "threads_end": last["threads"],
+            "threads_range_after_reference": [
+                min(u["threads"] for u in after),
+                max(u["threads"] for u in after),
+            ],
+            "pid_changed": len({s["roles"][name]["pid"] for s in samples if name in s["roles"]})
+            > 1,
+        }
+    early = learner_rate(samples, run_s / 12, reference_s)
+    late = learner_rate(samples, run_s * 5 / 6, end["t_s"])
+    ratio = late / early if early and late is not None else None
+    targets = {
+        "rss_within_10_percent": bool(roles)
+        and all(abs(r["rss_end_over_reference"] - 1) <= 0.10 for r in roles.values()),
+        "fds_flat": bool(roles)
+        and all(flat(r["fds_reference"], r["fds_end"]) for r in roles.values()),
+        "threads_flat": bool(roles)
+        and all(flat(r["threads_reference"], r["threads_end"]) for r in roles.values()),
+        "no_restart": not restarts and not any(r["pid_changed"] for r in roles.values()),
+        "learner_rate_held": ratio is not None and ratio >= 0.9,
+    }
+    return {
+        "reference_minute": round(reference["t_s"] / 60, 2),
+        "end_minute": round(end["t_s"] / 60, 2),
+        "roles": roles,
+        "learner_steps_per_s": {
+            "minutes": [round(run_s / 12 / 60, 2), round(reference_s / 60, 2)],
+            "early": early and round(early, 2),
+            "late_minutes": [round(run_s * 5 / 6 / 60, 2), round(end["t_s"] / 60, 2)],
+            "late": late and round(late, 2),
+            "late_over_early": ratio and round(ratio, 3),
+        },
+        "restarts": restarts,
+        "targets": targets,
+    }
+
+
+def print_table(result: dict) -> None:
+    ref, end = result["reference_minute"], result["end_minute"]
+    print(f"\nper role: minute {ref:g} (reference) -> minute {end:g} (end)")
+    print(f"{'role':<14} {'RSS MiB':>17} {'end/ref':>8} {'fds':>9} {'threads':>9}")
+    for name, r in result["roles"].items():
+        rss = f"{r['rss_mb_reference']:.0f} -> {r['rss_mb_end']:.0f}"
+        fds = f"{r['fds_reference']} -> {r['fds_end']}"
+        threads = f"{r['threads_reference']} -> {r['threads_end']}"
+        print(f"{name:<14} {rss:>17} {r['rss_end_over_reference']:>8.3f} {fds:>9} {threads:>9}")
+    rate = result["learner_steps_per_s"]
+    print(
+        f"learner train steps/s: {rate['early']} in minutes {rate['minutes'][0]:g}-"
+        f"{rate['minutes'][1]:g}, {rate['late']} in minutes {rate['late_minutes'][0]:g}-"
+        f"{rate['late_minutes'][1]:g} (ratio {rate['late_over_early']})"
+    )
+    print(f"restarts: {result['restarts'] or 'none'}")
+    for name, met in result["targets"].items():
+        print(f"target {name}: {'met' if met else 'NOT MET'}")
+
+
+def run(args) -> dict:
+    from absl import logging
+
+    from distributed_sac import processes
+    from distributed_sac.replay.connection import BoundedCall, connect
+    from distributed_sac.tools import cluster
+
+    logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings while the server starts
+    root_dir = os.path.abspath(args.root_dir or tempfile.mkdtemp(prefix="soak-"))
+    os.makedirs(root_dir, exist_ok=True)
+    port = harness.free_port()
+    bindings = [f"RunConfig.num_iterations = {UNREACHED_FINAL_STEP}", *args.gin_bindings]
+    launcher_args = ["--root_dir", root_dir, "--port", str(port)]
+    launcher_args += ["--num_collectors", str(args.num_collectors)]
+    launcher_args += harness.gin_args(args.gin_file, bindings)
+    log_path = os.path.join(root_dir, "launcher.out")
+    launcher = processes.Process.module("tools.launcher", launcher_args, log_path)
+    print(f"soak: {args.minutes:g} min, {args.num_collectors} collectors, {root_dir}", flush=True)
+    samples = []
+
+    def check_launcher():
+        if launcher.poll() is not None:
+            error = launcher.failure("local.sh") or "no error line"
+            fail(PROGRAM, f"launcher exited with {launcher.returncode}: {error} ({log_path})")
+
+    try:
+        # The minutes count from the replay server answering: a loaded machine can take a
+        # minute to import TensorFlow.
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            check_launcher()
+            try:
+                server = (connect(f"localhost:{port}", 1), BoundedCall(PROGRAM, 10))
+                break
+            except Exception:  # not up yet
+                if time.monotonic() > deadline:
+                    fail(PROGRAM, f"replay server not up after {STARTUP_TIMEOUT_S} s ({log_path})")
+        start = time.monotonic()
+        while True:
+            now = time.monotonic() - start
+            check_launcher()
+            figures = {"t_s": round(now, 1), **sample(launcher.pid, server)}
+            samples.append(figures)
+            roles = figures["roles"]
+            print(
+                f"[{now / 60:5.1f} min] train_step {figures['train_step']}  tables "
+                f"{figures['table_sizes']}  RSS MiB "
+                + " ".join(f"{n}={u['rss_mb']:.0f}" for n, u in roles.items()),
+                flush=True,
+            )
+            if now >= args.minutes * 60:
+                break
+            time.sleep(max(0.0, min(args.interval_s, args.minutes * 60 - now)))
+        restarts = [line for line in launcher.output().splitlines() if "restarted (restart" in line]
+        launcher.send_signal(signal.SIGINT)  # as Ctrl-C: the launcher stops its roles in order
+        try:
+            stop_code = launcher.wait(timeout=90)
+        except Exception:
+            stop_code = None
+    finally:
+        left = cluster.role_pids(launcher.pid)
+        processes.stop([launcher], grace_s=30, group=True)
+    if stop_code is None or left:
+        fail(PROGRAM, f"launcher did not stop its roles in 90 s (left: {sorted(left)})")
+    result = analyse(samples, args.minutes, restarts)
+    result.update(
+        {
+            "machine": harness.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "minutes": args.minutes,
+            "num_collectors": args.num_collectors,
+            "gin_file": os.path.relpath(args.gin_file, harness.REPO),
+            "gin_bindings": args.gin_bindings,
+            "interval_s": args.interval_s,
+            "launcher_stop_exit_code": stop_code,
+            "samples": samples,
+        }
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
+    harness.add_gin_arguments(parser)
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--num_collectors", type=int, default=4)
+    parser.add_argument("--interval_s", type=float, default=30)
+    parser.add_argument("--root_dir", default=None, help="run dir (default: a new temp dir)")
+    parser.add_argument("--output", default=None, help="JSON file for the figures")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 minute on gin/smoke.gin, 2 collectors, 5 s samples"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.gin_file, args.minutes, args.num_collectors, args.interval_s = (
+            harness.SMOKE_GIN,
+            1.0,
+            2,
+            5,
+        )
+    if args.minutes <= 0 or args.interval_s <= 0:
+        fail(PROGRAM, "--minutes and --interval_s must be positive")
+    if args.num_collectors < 1:
+        fail(PROGRAM, "--num_collectors must be at least 1")
+    if args.interval_s * 4 > args.minutes * 60:
+        fail(PROGRAM, "--interval_s must allow at least 4 samples in --minutes")
+    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
+    result = run(args)
+    print_table(result)
+    if args.output:
+        with open(args.output, "w") as out:
+            json.dump(result, out, indent=1)
+        print(f"figures: {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""benchmarks/soak.py --quick: every role sampled, the run stopped, the figures written."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT, run_processes_of
+
+SOAK = f"{REPO_ROOT}/benchmarks/soak.py"
+ROLES = {"replay_server", "learner", "collector-0", "collector-1", "evaluator"}
+
+
+def test_quick_soak_samples_every_role_and_stops_the_run(processes, tmp_path):
+    output, log, root = tmp_path / "soak.json", tmp_path / "soak.log", tmp_path / "run"
+    command = [sys.executable, SOAK, "--quick", "--root_dir", root, "--output", output]
+    proc = processes.start([str(part) for part in command], log)
+    code = proc.wait(timeout=600)
+    printed = log.read_text()
+    assert code == 0, printed[-3000:]
+    figures = json.loads(output.read_text())
+    samples = figures["samples"]
+    assert len(samples) >= 10
+    assert [s["t_s"] for s in samples] == sorted(s["t_s"] for s in samples)
+    last = samples[-1]
+    assert set(last["roles"]) == ROLES
+    for name, usage in last["roles"].items():
+        assert usage["rss_mb"] > 50 and usage["fds"] > 2 and usage["threads"] >= 1, (name, usage)
+    # The learner trained during the minute (smoke.gin trains in seconds), as the server saw it.
+    assert last["train_step"] > 0
+    assert last["table_sizes"]["uniform_table"] > 0
+    assert set(figures["roles"]) == ROLES
+    assert figures["targets"]["no_restart"] is True
+    assert set(figures["targets"]) == {
+        "rss_within_10_percent",
+        "fds_flat",
+        "threads_flat",
+        "no_restart",
+        "learner_rate_held",
+    }
+    # Stopped as by Ctrl-C (exit 128 + SIGINT), and nothing of the run is left.
+    assert figures["launcher_stop_exit_code"] == 130
+    assert run_processes_of(root) == []
+    assert "per role: minute" in printed and "target rss_within_10_percent:" in printed
+
+
+def test_soak_refuses_a_bad_length_in_one_line():
+    result = subprocess.run(
+        [sys.executable, SOAK, "--minutes", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == "soak: error: --minutes and --interval_s must be positive"
