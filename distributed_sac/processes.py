@@ -48,13 +48,37 @@ def describe_exit(code: int) -> str:
     return f"code {code}"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces, in
+    parentheses): state first, then the parent's pid; None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _status(pid: int) -> dict[str, str] | None:
+    """/proc/<pid>/status as {field: value}; None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return {key: value.strip() for key, value in (line.split(":", 1) for line in status)}
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def usage(pid: int) -> dict | None:
     """What process `pid` holds now: resident memory (MiB), open file descriptors and threads;
     None once it has exited."""
+    fields = _status(pid)
     try:
-        with open(f"/proc/{pid}/status") as status:
-            fields = dict(line.split(":", 1) for line in status if ":" in line)
-        if fields["State"].split()[0] == "Z":
+        if fields is None or fields["State"].split()[0] == "Z":
             return None
         return {
             "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
@@ -69,16 +93,13 @@ def children(pid: int) -> dict[int, list[str]]:
     """{pid: command line} of the live processes whose parent is `pid`."""
     found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        fields = _stat(int(entry)) if entry.isdigit() else None
+        if not fields or len(fields) < 2 or fields[1] != str(pid):
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            if parent != pid:
-                continue
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
                 found[int(entry)] = cmdline.read().decode(errors="replace").split("\0")[:-1]
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue
     return found
 
@@ -142,24 +163,19 @@ class Process:
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system, all its threads) it has used so far; None once it has exited."""
+        fields = _stat(self.pid)
         try:
-            with open(f"/proc/{self.pid}/stat") as stat:
-                # Fields after the command name (which may hold spaces) in parentheses.
-                fields = stat.read().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
+        except (TypeError, IndexError, ValueError):
             return None
 
     def peak_rss_mb(self) -> float | None:
         """Its peak resident memory so far (the kernel's VmHWM), MiB; None once it has exited."""
+        fields = _status(self.pid)
         try:
-            with open(f"/proc/{self.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
+            return int(fields["VmHWM"].split()[0]) / 1024
+        except (TypeError, KeyError, ValueError):
+            return None
 
     def output(self) -> str:
         """What this process has written to its log so far."""

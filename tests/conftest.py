@@ -38,15 +38,6 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-def pid_alive(pid: int) -> bool:
-    """True while process `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

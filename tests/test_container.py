@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SMOKE_GIN, pid_alive, read, reports, start_server
+from distributed_sac.processes import alive
+from tests.conftest import REPO_ROOT, SMOKE_GIN, read, reports, start_server
 
 BUILD = os.path.join(REPO_ROOT, "docker", "build_local.sh")
 IMAGE = "distributed-sac:latest"
@@ -45,7 +46,7 @@ def remove_stale_containers(env) -> None:
     stale = [
         name
         for name in names
-        if name.startswith("dsac-test-") and not pid_alive(int(name.split("-")[2]))
+        if name.startswith("dsac-test-") and not alive(int(name.split("-")[2]))
     ]
     if stale:
         subprocess.run(["podman", "rm", "-f", *stale], capture_output=True, timeout=120, env=env)

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from distributed_sac.layout import RunDir
+from distributed_sac.processes import alive
 from distributed_sac.tools.cluster import ROLE_MODULES
-from tests.conftest import SMOKE_GIN, free_port, pid_alive, read, reports, wait_for_line
+from tests.conftest import SMOKE_GIN, free_port, read, reports, wait_for_line
 
 SUBNET = "10.213.77"  # inside the namespaces only: the host's own routes never see it
 
@@ -75,7 +76,7 @@ def remove_stale_namespaces() -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for name in {word for word in listed.split() if word.startswith("dsac-")}:
         tag = name.rsplit("-", 1)[-1]
-        if tag.isdigit() and not pid_alive(int(tag)):
+        if tag.isdigit() and not alive(int(tag)):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 

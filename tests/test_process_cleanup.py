@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import Processes, pid_alive, read
+from distributed_sac.processes import alive
+from tests.conftest import Processes, read
 
 INNER_TEST = """
 import time
@@ -42,12 +43,12 @@ def test_a_killed_pytest_leaves_no_process(tmp_path, signum):
             assert time.monotonic() < deadline, "the inner test never started its server"
             time.sleep(0.2)
         server_pid = int(pid_file.read_text())
-        assert pid_alive(server_pid)
+        assert alive(server_pid)
         pytest_run.send_signal(signum)
         pytest_run.wait(timeout=60)
         deadline = time.monotonic() + 15
-        while pid_alive(server_pid) and time.monotonic() < deadline:
+        while alive(server_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not pid_alive(server_pid), f"replay server outlived a {signum.name}'d pytest"
+        assert not alive(server_pid), f"replay server outlived a {signum.name}'d pytest"
     finally:
         runner.stop_all()
