@@ -1,4 +1,5 @@
-"""What the benchmarks share: parts run in fresh processes, machine facts, config checks."""
+"""What the benchmarks share: parts run in fresh processes, role processes and the launcher on
+127.0.0.1, machine facts, config checks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import socket
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -93,3 +95,181 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cores": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
+
+
+def provenance(gin_file: str, bindings) -> dict:
+    """What a benchmark's JSON says of where and on what it ran."""
+    return {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "gin_file": os.path.relpath(os.path.abspath(gin_file), REPO),
+        "gin_bindings": list(bindings),
+    }
+
+
+def write_figures(path: str | None, figures: dict) -> None:
+    """The figures as JSON to `path` (nothing without one), and a line saying where."""
+    if path:
+        with open(path, "w") as out:
+            json.dump(figures, out, indent=1)
+        print(f"figures: {path}")
+
+
+class LauncherRun:
+    """The launcher (what launch/local.sh runs) on a config in its own process, its output in
+    <root_dir>/launcher.out, and a bounded client on its replay server once that answers."""
+
+    def __init__(self, program: str, root_dir: str, num_collectors: int, launcher_args: list):
+        from distributed_sac import processes
+
+        self.program, self.root_dir = program, root_dir
+        self.port = free_port()
+        self.log_path = os.path.join(root_dir, "launcher.out")
+        args = ["--root_dir", root_dir, "--port", str(self.port)]
+        args += ["--num_collectors", str(num_collectors), *launcher_args]
+        self.process = processes.Process.module("tools.launcher", args, self.log_path)
+        self._server = None
+
+    def check_running(self) -> None:
+        """Stops the benchmark in one line if the launcher has exited."""
+        if self.process.poll() is not None:
+            error = self.process.failure("local.sh") or "no error line"
+            fail(
+                self.program,
+                f"launcher exited with {self.process.returncode}: {error} ({self.log_path})",
+            )
+
+    def wait_for_server(self, timeout_s: float) -> None:
+        """Until the replay server answers (a loaded machine can take a minute to import
+        TensorFlow); the benchmark fails after `timeout_s`."""
+        from absl import logging
+
+        from distributed_sac.replay.connection import BoundedCall, connect
+
+        logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings while it starts
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_running()
+            try:
+                self._server = (connect(f"localhost:{self.port}", 1), BoundedCall("server", 10))
+                return
+            except Exception:  # not up yet
+                if time.monotonic() > deadline:
+                    fail(self.program, f"replay server not up after {timeout_s:.0f} s")
+
+    def counters(self) -> dict | None:
+        """monitor.server_counters, or None while the server does not answer."""
+        from distributed_sac.tools import monitor
+
+        try:
+            client, bounded = self._server
+            return bounded(monitor.server_counters, client, 5)
+        except Exception:  # starting, restarting or gone: the sample says so with None
+            return None
+
+    def role_usage(self) -> dict:
+        """{role: {pid, rss_mb, fds, threads}} of the launcher's live roles."""
+        from distributed_sac import processes
+        from distributed_sac.tools import cluster
+
+        roles = {}
+        for name, pid in sorted(cluster.role_pids(self.process.pid).items()):
+            usage = processes.usage(pid)
+            if usage is not None:
+                roles[name] = {"pid": pid, **usage}
+        return roles
+
+    def restarts(self) -> list[str]:
+        return [line for line in self.process.output().splitlines() if "restarted (restart" in line]
+
+    def kill(self) -> None:
+        """Stops the launcher and its roles at once (the benchmark failed)."""
+        from distributed_sac import processes
+
+        processes.stop([self.process], grace_s=30, group=True)
+
+    def finish(self, interrupt: bool, timeout_s: float) -> int:
+        """The launcher's exit code: after a SIGINT (as Ctrl-C) if `interrupt`, else once it ends
+        by itself; fails if it has not ended in `timeout_s` or a role outlives it by 10 s."""
+        import signal
+        import subprocess
+
+        from distributed_sac import processes
+        from distributed_sac.tools import cluster
+
+        roles = cluster.role_pids(self.process.pid)  # once it exits, they are no longer its
+        code = None
+        try:
+            if interrupt:
+                self.process.send_signal(signal.SIGINT)
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            processes.stop([self.process], grace_s=30, group=True)
+        deadline = time.monotonic() + 10
+        while any(processes.alive(pid) for pid in roles.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = sorted(name for name, pid in roles.items() if processes.alive(pid))
+        if code is None or left:
+            fail(self.program, f"launcher did not stop its roles in time (left: {left})")
+        return code
+
+
+class BenchCluster:
+    """Role processes on 127.0.0.1 for one measurement (the launcher's Cluster, without restarts):
+    logs in `work_dir`, server counters read through the monitor."""
+
+    def __init__(self, gin_file: str, bindings, work_dir: str):
+        from distributed_sac.layout import RunDir
+        from distributed_sac.tools.cluster import Cluster
+
+        self.config = load_config(gin_file, bindings)
+        self.run_dir = RunDir(work_dir)
+        self.roles = Cluster(self.run_dir, gin_args(gin_file, bindings))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.client = None
+
+    def start_server(self) -> None:
+        from distributed_sac.replay.connection import connect
+
+        self.roles.start("replay_server", "replay_server", ["--port", str(self.port)])
+        self.client = connect(self.address, timeout_s=120)
+
+    def start_collector(self, task: int) -> None:
+        args = ["--replay_server_address", self.address, "--task", str(task)]
+        self.roles.start(f"collector-{task}", "collector", args)
+
+    def start_learner(self):
+        root_dir = os.path.join(self.run_dir.root, "learner_root")
+        args = ["--replay_server_address", self.address, "--root_dir", root_dir]
+        return self.roles.start("learner", "learner", args)
+
+    def table_size(self) -> int:
+        from distributed_sac.replay import tables
+
+        return tables.table_sizes(self.client)[tables.EXPERIENCE_TABLE]
+
+    def counters(self) -> dict:
+        """Items inserted and sampled so far, and the train step of the newest pushed weights."""
+        from distributed_sac.tools import monitor
+
+        return monitor.server_counters(self.client)
+
+    def wait_until(self, predicate, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            self.roles.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            time.sleep(0.5)
+
+    def collector_reports(self, task: int, since: float) -> list[dict]:
+        from distributed_sac.reports import fields_of
+
+        reports = fields_of(self.run_dir.log(f"collector-{task}"), "collector_progress")
+        return [report for report in reports if report["unix_time"] >= since]
+
+    def stop_all(self) -> None:
+        self.roles.stop(reversed(list(self.roles.roles)), grace_s=10)

@@ -131,67 +131,8 @@ def measure_baseline(gin_file: str, bindings, seconds: float, root_dir: str) -> 
 # ---------------------------------------------------------------- the roles as processes
 
 
-class BenchCluster:
-    """Role processes on 127.0.0.1 for one measurement (the launcher's Cluster, without restarts):
-    logs in `work_dir`, server counters read through the monitor."""
-
-    def __init__(self, gin_file: str, bindings, work_dir: str):
-        from distributed_sac.layout import RunDir
-        from distributed_sac.tools.cluster import Cluster
-
-        self.config = load_config(gin_file, bindings)
-        self.run_dir = RunDir(work_dir)
-        self.roles = Cluster(self.run_dir, harness.gin_args(gin_file, bindings))
-        self.port = harness.free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.client = None
-
-    def start_server(self) -> None:
-        from distributed_sac.replay.connection import connect
-
-        self.roles.start("replay_server", "replay_server", ["--port", str(self.port)])
-        self.client = connect(self.address, timeout_s=120)
-
-    def start_collector(self, task: int) -> None:
-        args = ["--replay_server_address", self.address, "--task", str(task)]
-        self.roles.start(f"collector-{task}", "collector", args)
-
-    def start_learner(self):
-        root_dir = os.path.join(self.run_dir.root, "learner_root")
-        args = ["--replay_server_address", self.address, "--root_dir", root_dir]
-        return self.roles.start("learner", "learner", args)
-
-    def table_size(self) -> int:
-        from distributed_sac.replay import tables
-
-        return tables.table_sizes(self.client)[tables.EXPERIENCE_TABLE]
-
-    def counters(self) -> dict:
-        """Items inserted and sampled so far, and the train step of the newest pushed weights."""
-        from distributed_sac.tools import monitor
-
-        return monitor.server_counters(self.client)
-
-    def wait_until(self, predicate, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            self.roles.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-            time.sleep(0.5)
-
-    def collector_reports(self, task: int, since: float) -> list[dict]:
-        from distributed_sac.reports import fields_of
-
-        reports = fields_of(self.run_dir.log(f"collector-{task}"), "collector_progress")
-        return [report for report in reports if report["unix_time"] >= since]
-
-    def stop_all(self) -> None:
-        self.roles.stop(reversed(list(self.roles.roles)), grace_s=10)
-
-
 def _collector_rates(
-    cluster: BenchCluster, tasks, since: float
+    cluster: harness.BenchCluster, tasks, since: float
 ) -> tuple[list[float], float | None]:
     """Each collector's env steps/s from its progress reports, and the mean policy lag."""
     rates, lags = [], []
@@ -207,11 +148,11 @@ def _collector_rates(
     return rates, (sum(lags) / len(lags) if lags else None)
 
 
-def _role_cpu_seconds(cluster: BenchCluster) -> dict[str, float | None]:
+def _role_cpu_seconds(cluster: harness.BenchCluster) -> dict[str, float | None]:
     return {name: process.cpu_seconds() for name, process in cluster.roles.roles.items()}
 
 
-def _window(cluster: BenchCluster, seconds: float) -> tuple[dict, dict, float]:
+def _window(cluster: harness.BenchCluster, seconds: float) -> tuple[dict, dict, float]:
     """Server counters (and each role's CPU seconds, under "cpu") at both ends of a window."""
     start_wall = time.time()
     begin = {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}
@@ -248,7 +189,7 @@ def measure_alone(
     from distributed_sac.builder import Builder
 
     capacity = f"RunConfig.replay_capacity = {replay_capacity}"
-    cluster = BenchCluster(gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir)
+    cluster = harness.BenchCluster(gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir)
     try:
         cluster.start_server()
         # Collectors act with the policy once weights exist: push initial ones as a learner would.
@@ -295,7 +236,7 @@ def measure_cluster(
     gin_file: str, bindings, num_collectors: int, seconds: float, work_dir: str
 ) -> dict:
     """Server, learner and collectors at the config's update-to-data ratio."""
-    cluster = BenchCluster(gin_file, bindings, work_dir)
+    cluster = harness.BenchCluster(gin_file, bindings, work_dir)
     if cluster.config.updates_per_env_step != 1:
         raise RuntimeError("the cluster is measured at RunConfig.updates_per_env_step = 1")
     try:
