@@ -8,12 +8,15 @@ checkpoint that does not match this config, or cannot be read, is a UserError.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
+import shutil
 
 import tensorflow as tf
 from absl import logging as absl_logging
 
-from distributed_sac.errors import UserError, first_line, one_line
+from distributed_sac.errors import DiskFull, UserError, first_line, is_disk_full, one_line
 
 
 class LearnerCheckpoints:
@@ -37,7 +40,25 @@ class LearnerCheckpoints:
         return self._manager.latest_checkpoint
 
     def save(self, train_step: int) -> str:
-        return self._manager.save(checkpoint_number=train_step)
+        """Writes checkpoint ckpt-<train_step> and returns its path. On a full disk, removes
+        what it wrote of it and raises DiskFull: the previous checkpoint stays the latest."""
+        try:
+            return self._manager.save(checkpoint_number=train_step)
+        except (tf.errors.OpError, OSError) as error:
+            if not is_disk_full(error):
+                raise
+            prefix = os.path.join(self.directory, f"ckpt-{train_step}")
+            if prefix not in self._manager.checkpoints:  # never one a restore could use
+                # TF writes the shards under <prefix>_temp/ and renames them to <prefix>.*.
+                for partial in glob.glob(glob.escape(prefix) + "[._]*"):
+                    if os.path.isdir(partial):
+                        shutil.rmtree(partial, ignore_errors=True)
+                    else:
+                        os.remove(partial)
+            raise DiskFull(
+                f"no space left on device writing checkpoint {prefix}; the latest complete "
+                f"checkpoint is still {self.latest}: free space, then start the run again"
+            ) from None
 
     def restore_latest(self) -> str | None:
         """Restores the newest readable checkpoint and returns its path; None when there is none.

@@ -37,3 +37,21 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an error's message (Reverb and TF append long stacks and JSON)."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
+class DiskFull(UserError):
+    """A write failed for want of disk space; what was there before it stays as it was.
+
+    Exit code 2: restarting cannot help until someone frees space.
+    """
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for an error from a write that ran out of space (an OSError, or TensorFlow's
+    errors, which carry only the message)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    message = str(error)
+    return "No space left on device" in message or "Disk quota exceeded" in message

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from tf_agents.policies import greedy_policy, policy_saver
 
+from distributed_sac.errors import DiskFull, is_disk_full
 from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
 
 VERSION_MARK = ".v"  # <name>.v<n>: the directories a published name points at
@@ -34,9 +35,10 @@ def published_versions(final: str) -> list[str]:
 def publish_dir(final: str, write: Callable[[str], None]) -> None:
     """Calls `write(directory)` on a fresh directory, then makes `final` name it atomically.
 
-    Versions that no longer have the name (an older one, or one a killed writer left half
-    written) are removed afterwards. A `final` that is a plain directory (runs written before
-    this scheme) is moved to a version first.
+    If writing fails (a full disk: DiskFull), what was written is removed and `final` still
+    names the previous version. Versions that no longer have the name (an older one, or one a
+    killed writer left half written) are removed afterwards. A `final` that is a plain
+    directory (runs written before this scheme) is moved to a version first.
     """
     parent, name = os.path.split(final)
     os.makedirs(parent, exist_ok=True)
@@ -46,11 +48,23 @@ def publish_dir(final: str, write: Callable[[str], None]) -> None:
         os.replace(final, f"{final}{VERSION_MARK}{number}")
         number += 1
     target = f"{final}{VERSION_MARK}{number}"
-    write(target)
     link = f"{final}.link"
-    if os.path.lexists(link):
-        os.remove(link)
-    os.symlink(os.path.basename(target), link)
+    try:
+        write(target)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.basename(target), link)
+    except BaseException as error:
+        # The name still points at the last complete version.
+        shutil.rmtree(target, ignore_errors=True)
+        if os.path.lexists(link):
+            os.remove(link)
+        if is_disk_full(error):
+            raise DiskFull(
+                f"no space left on device writing {target}; {final} is still the previous "
+                "policy: free space, then start the run again"
+            ) from None
+        raise
     os.replace(link, final)
     for stale in published_versions(final):
         if stale != target:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from distributed_sac.processes import Process, die_with_parent, stop
+from distributed_sac.processes import Process, alive, die_with_parent, stop
 from distributed_sac.reports import fields_of
 from distributed_sac.tools.cluster import ROLE_MODULES
 
@@ -284,3 +284,70 @@ def finish(launcher, out) -> str:
     assert code == 0, output[-3000:]
     assert "all roles exited cleanly" in output
     return output
+
+
+def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
+    """Server, learner and one collector started by hand on the smoke config (no launcher to
+    restart anything), with short connect and call timeouts, the learner's run under `root`
+    (default tmp_path/run), logs in tmp_path; (server, learner, collector, run)."""
+    from distributed_sac.layout import RunDir
+
+    address, server, _ = start_server(processes, tmp_path)
+    run = RunDir(str(root or tmp_path / "run"))
+    common = [
+        "--gin_file",
+        SMOKE_GIN,
+        "--replay_server_address",
+        address,
+        *bindings(
+            "RunConfig.num_iterations = 100000",
+            "RunConfig.connect_timeout_s = 10",
+            "RunConfig.server_call_timeout_s = 5",
+            *extra_bindings,
+        ),
+    ]
+    learner = processes.role("learner", [*common, "--root_dir", run.root], tmp_path / "learner.log")
+    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    deadline = time.monotonic() + 240
+    while not reports(tmp_path / "learner.log", "learner_progress"):
+        assert learner.poll() is None and time.monotonic() < deadline, read(
+            tmp_path / "learner.log"
+        )[-3000:]
+        time.sleep(0.2)
+    return server, learner, collector, run
+
+
+BUILD_IMAGE = os.path.join(REPO_ROOT, "docker", "build_local.sh")
+
+
+@pytest.fixture(scope="session")
+def podman_env():
+    """Builds the image once; returns the environment that points podman at its storage."""
+    started = time.monotonic()
+    result = subprocess.run([BUILD_IMAGE], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    print(f"{result.stdout.strip()} (test saw {time.monotonic() - started:.0f}s)")
+    exports = subprocess.run(
+        [BUILD_IMAGE, "--print-env"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()[1:]
+    env = dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
+    remove_stale_containers(dict(os.environ, **env))
+    return env
+
+
+def remove_stale_containers(env) -> None:
+    """Containers left by a test run that was killed (named after a pytest pid now gone)."""
+    names = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    ).stdout.split()
+    stale = [
+        name
+        for name in names
+        if name.startswith("dsac-test-") and not alive(int(name.split("-")[2]))
+    ]
+    if stale:
+        subprocess.run(["podman", "rm", "-f", *stale], capture_output=True, timeout=120, env=env)

@@ -35,6 +35,7 @@ from tests.conftest import (
     read,
     reports,
     run_processes_of,
+    start_by_hand,
     start_server,
     wait_until,
 )
@@ -352,34 +353,6 @@ def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     )
     assert weights.pull() == 200
     assert all(math.isfinite(x) for v in policy.variables() for x in v.numpy().ravel())
-
-
-def start_by_hand(processes, tmp_path, *extra_bindings):
-    """Server, learner and one collector started by hand on the smoke config (no launcher to
-    restart anything), with short connect and call timeouts; (server, learner, collector, run)."""
-    address, server, _ = start_server(processes, tmp_path)
-    run = RunDir(str(tmp_path / "run"))
-    common = [
-        "--gin_file",
-        SMOKE_GIN,
-        "--replay_server_address",
-        address,
-        *bindings(
-            "RunConfig.num_iterations = 100000",
-            "RunConfig.connect_timeout_s = 10",
-            "RunConfig.server_call_timeout_s = 5",
-            *extra_bindings,
-        ),
-    ]
-    learner = processes.role("learner", [*common, "--root_dir", run.root], tmp_path / "learner.log")
-    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
-    deadline = time.monotonic() + 240
-    while not reports(tmp_path / "learner.log", "learner_progress"):
-        assert learner.poll() is None and time.monotonic() < deadline, read(
-            tmp_path / "learner.log"
-        )[-3000:]
-        time.sleep(0.2)
-    return server, learner, collector, run
 
 
 def test_learner_whose_server_never_returns_exits_with_one_line(processes, tmp_path):
