@@ -49,3 +49,43 @@ def test_soak_refuses_a_bad_length_in_one_line():
     )
     assert result.returncode != 0
     assert result.stderr.strip() == "soak: error: --minutes and --interval_s must be positive"
+
+
+def soak_module():
+    sys.path.insert(0, f"{REPO_ROOT}/benchmarks")
+    try:
+        import soak
+
+        return soak
+    finally:
+        sys.path.remove(f"{REPO_ROOT}/benchmarks")
+
+
+def synthetic_samples(threads_at) -> list[dict]:
+    """A 60-minute soak sampled every 30 s: one role, steady memory, threads from
+    `threads_at(t_s)`, a learner at 50 train steps/s."""
+    return [
+        {
+            "t_s": t_s,
+            "roles": {
+                "learner": {"pid": 1, "rss_mb": 800.0, "fds": 13, "threads": threads_at(t_s)}
+            },
+            "train_step": 50 * t_s,
+        }
+        for t_s in range(0, 3601, 30)
+    ]
+
+
+def test_soak_targets_see_growth_not_a_transient_at_the_last_sample():
+    soak = soak_module()
+    # Threads of a checkpoint under way at a few samples, the last one among them: flat.
+    transient = synthetic_samples(lambda t: 20 if t in (180, 720, 2310, 3600) else 16)
+    figures = soak.analyse(transient, 60, [])
+    assert figures["roles"]["learner"]["threads_median"] == [16, 16]
+    assert figures["roles"]["learner"]["threads_range_after_reference"] == [16, 20]
+    assert all(figures["targets"].values()), figures["targets"]
+    # One thread more every 5 minutes: 16 -> 27, not flat.
+    growing = synthetic_samples(lambda t: 16 + t // 300)
+    figures = soak.analyse(growing, 60, [])
+    assert figures["targets"]["threads_flat"] is False
+    assert figures["targets"]["fds_flat"] and figures["targets"]["rss_within_10_percent"]
