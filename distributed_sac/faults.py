@@ -16,3 +16,6 @@ class FaultInjection:
     # Seconds the learner waits after a stop request before its final checkpoint: a slow
     # stop (a big replay to write), so a test can hold an orphaned learner alive.
     stop_delay_s: float = 0.0
+    # Seconds the replay server waits after SIGTERM before its final checkpoint: a checkpoint
+    # as slow as a big table's (1M Minitaur pairs: 24 s), without filling one.
+    replay_server_stop_delay_s: float = 0.0

@@ -263,6 +263,38 @@ def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_le
     print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
 
 
+def test_replay_server_gets_its_own_grace_for_a_slow_last_checkpoint(
+    processes, tmp_path, no_leftovers
+):
+    """A final replay checkpoint slower than the 8 s the other roles get in all (a 1M-pair table
+    takes 24 s): the launcher waits for it, on Ctrl-C and at the end of the run, and the
+    relaunch restores that checkpoint."""
+    root = tmp_path / "run"
+    delay = "FaultInjection.replay_server_stop_delay_s = 12"
+    args = bindings("RunConfig.num_iterations = 600", delay)
+    launcher, out = launch(processes, root, *args)
+    run = RunDir(str(root))
+    wait_until(lambda: reports(run.log("learner"), "learner_checkpoint"), "a checkpoint", launcher)
+    launcher.send_signal(signal.SIGINT)
+    stopped_at = time.monotonic()
+    assert launcher.wait(timeout=60) == 128 + signal.SIGINT, read(out)[-3000:]
+    stop_s = time.monotonic() - stopped_at
+    saved = reports(run.log("replay_server"), "replay_checkpoint")
+    assert saved, read(run.log("replay_server"))[-3000:]  # written 12 s after its SIGTERM
+    assert "killed" not in read(out).lower(), read(out)[-3000:]
+    assert stop_s >= 12, stop_s
+    print(f"Ctrl-C to the launcher's exit: {stop_s:.1f}s, the server's last checkpoint written")
+
+    command = shlex.split(last_line(read(out)).split("resume it with: ", 1)[1])
+    launcher = processes.start(command, out)
+    output = finish(launcher, out)  # exit 0, "all roles exited cleanly": the server exited 0
+    ready = reports(run.log("replay_server"), "replay_server_ready")[-1]
+    experience = tables.EXPERIENCE_TABLE
+    assert ready["table_sizes"][experience] == saved[-1]["table_sizes"][experience] > 0
+    assert len(reports(run.log("replay_server"), "replay_checkpoint")) == len(saved) + 1
+    assert "replay_server exited" not in output
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A completed smoke run whose learner checkpointed at train_step 150."""

@@ -38,6 +38,7 @@ class StopRequest:
 
     def __init__(self):
         self.requested = False
+        self.at: float | None = None  # time.monotonic() of the first request
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._request)
 
@@ -45,6 +46,8 @@ class StopRequest:
         logging.info(
             "got %s; stopping after this chunk of train steps", signal.Signals(signum).name
         )
+        if self.at is None:
+            self.at = time.monotonic()
         self.requested = True
         abandon_calls()
 
@@ -213,21 +216,30 @@ def make_learner(builder: Builder, run_dir, strategy, replay):
     return agent, train_step, learner
 
 
+def timed(function, *args):
+    """(function(*args), seconds it took)."""
+    started = time.monotonic()
+    result = function(*args)
+    return result, round(time.monotonic() - started, 2)
+
+
 def make_triggers(config, learner, checkpoints, exporter, train_step: int, replay) -> list:
-    """Logging, checkpointing and policy export, each every its own number of train steps."""
+    """Logging, checkpointing and policy export, each every its own number of train steps; the
+    reports say what each write took (a stop waits for the ones due at the end of its chunk)."""
     progress = ProgressLog(learner.train_summary_writer, train_step, replay)
+
+    def checkpoint(at: int, _loss) -> None:
+        path, seconds = timed(checkpoints.save, at)
+        report("learner_checkpoint", train_step=at, path=path, seconds=seconds, **replay.figures())
+
+    def export(at: int, _loss) -> None:
+        _, seconds = timed(exporter.export)
+        report("policy_export", train_step=at, seconds=seconds)
+
     return [
         IntervalTrigger(config.log_interval, progress),
-        IntervalTrigger(
-            config.checkpoint_interval,
-            lambda at, _: report(
-                "learner_checkpoint",
-                train_step=at,
-                path=checkpoints.save(at),
-                **replay.figures(),
-            ),
-        ),
-        IntervalTrigger(config.policy_save_interval, lambda *_: exporter.export()),
+        IntervalTrigger(config.checkpoint_interval, checkpoint),
+        IntervalTrigger(config.policy_save_interval, export),
     ]
 
 
@@ -288,10 +300,17 @@ def main() -> None:
             "FaultInjection: waiting %.0fs before the final checkpoint", faults.stop_delay_s
         )
         time.sleep(faults.stop_delay_s)
-    path = checkpoints.save(step)
+    path, seconds = timed(checkpoints.save, step)
     learner.train_summary_writer.flush()
     if stop.requested:
-        report("learner_stopped", train_step=step, path=path)
+        # From the signal to the checkpoint written: what a supervisor's grace period must cover.
+        report(
+            "learner_stopped",
+            train_step=step,
+            path=path,
+            checkpoint_seconds=seconds,
+            seconds_since_signal=round(time.monotonic() - stop.at, 2),
+        )
         # Not 0: training is unfinished, so a supervisor should start the learner again.
         sys.exit(128 + signal.SIGTERM)
     exporter.export()

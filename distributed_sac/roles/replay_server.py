@@ -12,6 +12,7 @@ from absl import flags, logging
 from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError, first_line
+from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import server_checkpoints, tables
 from distributed_sac.replay.connection import check_port
 from distributed_sac.reports import report
@@ -97,6 +98,10 @@ def main() -> None:
             logging.info("table sizes: %s", tables.table_sizes(client))
             last_status = now
     if run_dir is not None:
+        delay_s = FaultInjection().replay_server_stop_delay_s
+        if delay_s:
+            logging.warning("FaultInjection: waiting %.0fs before the final checkpoint", delay_s)
+            time.sleep(delay_s)
         _checkpoint(client)
     logging.info("stopping replay server; final table sizes: %s", tables.table_sizes(client))
     server.stop()

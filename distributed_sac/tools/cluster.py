@@ -17,6 +17,15 @@ from distributed_sac.processes import Process, describe_exit
 # entrypoint.run's exit code for a UserError: restarting cannot help. (ServerUnreachable exits
 # 3: the role is restarted and waits for the server again.)
 CONFIG_ERROR_EXIT_CODE = UserError.exit_code
+# Seconds the roles get after SIGTERM, in all, before SIGKILL; the learner (stopped first, so
+# that it checkpoints while the collectors still feed it) has this share of them.
+SHUTDOWN_GRACE_S = 8.0
+LEARNER_GRACE_FRACTION = 0.7
+# Seconds the replay server, stopped last, gets for its final checkpoint before SIGKILL: its own
+# budget, since it grows with the table (benchmarks/big_table.py, 2026-12-02, 2-core AMD EPYC:
+# 1M Minitaur pairs took 24.1 s from SIGTERM to exit; 8 s in all would have killed it halfway
+# and the next start would restore the checkpoint before). It exits as soon as it is written.
+REPLAY_SERVER_GRACE_S = 120.0
 ROLE_MODULES = {
     "replay_server": "roles.replay_server",
     "learner": "roles.learner",
@@ -82,9 +91,10 @@ class Cluster:
         console=None,
         max_restarts: int = 0,
         restart_backoff_s: float = 2.0,
-        shutdown_grace_s: float = 8.0,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         restart_window_s: float = 3600.0,
         run_lock_fd: int | None = None,
+        replay_server_grace_s: float = REPLAY_SERVER_GRACE_S,
     ):
         self.run_dir = run_dir
         self.console = console
@@ -96,6 +106,7 @@ class Cluster:
         self.restart_window_s = restart_window_s
         self.restart_backoff_s = restart_backoff_s
         self.shutdown_grace_s = shutdown_grace_s
+        self.replay_server_grace_s = replay_server_grace_s
         self.roles: dict[str, Process] = {}
         self._commands: dict[str, tuple[str, list[str]]] = {}
         self._budgets: dict[str, RestartBudget] = {}
@@ -172,8 +183,8 @@ class Cluster:
 
     def stop_all(self) -> None:
         """SIGTERM to the learner first, so it checkpoints while collectors still feed it, then
-        to the others, the replay server last (it checkpoints its tables); SIGKILL to whatever
-        is left after shutdown_grace_s in all."""
+        to the collectors and the evaluator, SIGKILL to whatever of them is left after
+        shutdown_grace_s in all; then the replay server (see stop_replay_server)."""
         grace_s = self.shutdown_grace_s
         start = time.monotonic()
 
@@ -181,9 +192,15 @@ class Cluster:
             return max(0.1, start + fraction * grace_s - time.monotonic())
 
         clients = [n for n in self.roles if n not in ("learner", "replay_server")]
-        processes.stop([self.roles[n] for n in ("learner",) if n in self.roles], left(0.7))
-        processes.stop([self.roles[n] for n in clients], left(0.7))
-        processes.stop([self.roles[n] for n in ("replay_server",) if n in self.roles], left(1.0))
+        learner_done = left(LEARNER_GRACE_FRACTION)
+        processes.stop([self.roles[n] for n in ("learner",) if n in self.roles], learner_done)
+        processes.stop([self.roles[n] for n in clients], left(1.0))
+        self.stop_replay_server()
+
+    def stop_replay_server(self) -> None:
+        """SIGTERM to the replay server, SIGKILL if it has not written its checkpoint and exited
+        after replay_server_grace_s."""
+        self.stop(["replay_server"], self.replay_server_grace_s)
 
     def kill_all(self) -> None:
         """SIGKILL to every role's process group, at once."""
