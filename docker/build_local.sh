@@ -40,13 +40,23 @@ if [ "$PRINT_ENV" = 1 ]; then
   exit 0
 fi
 
+# netavark and aardvark-dns: networks whose containers find each other by service name, as
+# compose.yaml's roles do (podman's CNI backend has no DNS without another plugin).
+PACKAGES="podman runc debootstrap netavark aardvark-dns"
 missing=()
 for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in netavark aardvark-dns; do
+  [ -x "/usr/lib/podman/$tool" ] || [ -x "/usr/libexec/podman/$tool" ] || missing+=("$tool")
+done
 if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (Debian: apt-get install podman runc debootstrap)"
+  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (Debian: apt-get install $PACKAGES)"
   echo "installing ${missing[*]} with apt-get" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    podman runc debootstrap >/dev/null || die "apt-get install podman runc debootstrap failed"
+  install() {
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES >/dev/null
+  }
+  # A new machine may have no package lists yet.
+  install || { apt-get update -q >/dev/null && install; } || die "apt-get install $PACKAGES failed"
 fi
 
 mkdir -p "$PODMAN_DIR"
@@ -55,6 +65,8 @@ mkdir -p "$PODMAN_DIR"
 cat > "$CONTAINERS_CONF" <<CONF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[network]
+network_backend = "netavark"
 [engine]
 runtime = "runc"
 CONF

@@ -10,46 +10,11 @@ import time
 
 import pytest
 
-from distributed_sac.processes import alive
-from tests.conftest import REPO_ROOT, SMOKE_GIN, read, reports, start_server
+from tests.conftest import SMOKE_GIN, read, reports, start_server
 
-BUILD = os.path.join(REPO_ROOT, "docker", "build_local.sh")
 IMAGE = "distributed-sac:latest"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman here needs root (CI is root)")
-
-
-@pytest.fixture(scope="module")
-def podman_env():
-    """Builds the image once; returns the environment that points podman at its storage."""
-    started = time.monotonic()
-    result = subprocess.run([BUILD], capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    print(f"{result.stdout.strip()} (test saw {time.monotonic() - started:.0f}s)")
-    exports = subprocess.run(
-        [BUILD, "--print-env"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.split()[1:]
-    env = dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
-    remove_stale_containers(dict(os.environ, **env))
-    return env
-
-
-def remove_stale_containers(env) -> None:
-    """Containers left by a test run that was killed (named after a pytest pid now gone)."""
-    names = subprocess.run(
-        ["podman", "ps", "-a", "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    ).stdout.split()
-    stale = [
-        name
-        for name in names
-        if name.startswith("dsac-test-") and not alive(int(name.split("-")[2]))
-    ]
-    if stale:
-        subprocess.run(["podman", "rm", "-f", *stale], capture_output=True, timeout=120, env=env)
 
 
 def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_path, podman_env):

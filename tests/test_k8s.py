@@ -4,6 +4,7 @@ offline (kubectl's built-in kustomize; kubernetes-validate's bundled schemas).""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -148,13 +149,15 @@ def test_compose_keeps_reverb_internal_and_scales_collectors():
             f"distributed_sac.roles.{name.replace('-', '_')}",
         ]
         assert "--gin_file=/etc/distributed_sac/run.gin" in service["command"]
-        mounts = [volume.split(":")[1] for volume in service["volumes"]]
+        # ${DSAC_GIN_FILE:-./k8s/base/run.gin}: the default, as compose expands it.
+        volumes = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for v in service["volumes"]]
+        mounts = [volume.split(":")[1] for volume in volumes]
         assert (
             mounts == [writers[name], "/etc/distributed_sac/run.gin"]
             if name in writers
             else (mounts == ["/etc/distributed_sac/run.gin"])
         ), (name, mounts)
-        gin_source = service["volumes"][-1].split(":")[0]
+        gin_source = volumes[-1].split(":")[0]
         assert os.path.isfile(os.path.join(REPO_ROOT, "docker", gin_source))
         if name != "replay-server":
             assert "--replay_server_address=replay-server:8008" in service["command"]
