@@ -80,6 +80,8 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
             str(port),
             "--gin_bindings",
             "RunConfig.num_iterations = 100000",
+            "--gin_bindings",
+            "RunConfig.replay_checkpoint_interval_s = 5",
         ],
         tmp_path / "launcher.out",
     )
@@ -123,6 +125,12 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     evaluated = {e["train_step"] for e in evaluation.read_evaluations(run.metrics)[0]}
     assert number(r"last evaluation: train_step (\d+)", screen) in evaluated
     assert re.search(r"AverageReturn -?[\d.]+  AverageEpisodeLength [\d.]+", screen)
+    # The replay server's newest periodic checkpoint: its size, cost and cadence.
+    checkpoint = re.search(
+        r"replay checkpoint: ([\d,]+) items in ([\d.]+) s, \d+s ago \(every 5 s and at exit\)",
+        screen,
+    )
+    assert checkpoint and int(checkpoint[1].replace(",", "")) > 0, screen
     # The best policy is one of the evaluations (a later one may have replaced it since).
     best = re.search(r"best policy: AverageReturn (-?[\d.]+) at train step (\d+)", screen)
     evaluations = evaluation.read_evaluations(run.metrics)[0]

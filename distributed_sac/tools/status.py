@@ -53,6 +53,26 @@ def collectors_lines(root_dir: str) -> list[str]:
     return lines
 
 
+def replay_checkpoint_line(root_dir: str) -> str:
+    """The replay server's newest checkpoint: when, how long it took, and the cadence (inserts
+    and samples stall for part of it: up to 2.2 s of 23.6 s at 1M Minitaur pairs)."""
+    from distributed_sac.replay.tables import EXPERIENCE_TABLE
+    from distributed_sac.tools import monitor
+
+    run_dir = RunDir(root_dir)
+    interval = monitor.operative_value(run_dir.operative_config, "replay_checkpoint_interval_s")
+    cadence = "only at exit" if interval == 0 else f"every {_fmt(interval, 0)} s and at exit"
+    saved = reports.read_reports(run_dir.log("replay_server"), "replay_checkpoint")
+    if not saved:
+        return f"replay checkpoint: none yet ({cadence})"
+    last = saved[-1][1]
+    items = last["table_sizes"].get(EXPERIENCE_TABLE, 0)
+    return (
+        f"replay checkpoint: {items:,} items in {last['seconds']:.1f} s, "
+        f"{_ago(last['unix_time'])} ({cadence})"
+    )
+
+
 def render(address: str, before: dict, after: dict, root_dir: str | None) -> str:
     from distributed_sac.tools import monitor
 
@@ -95,6 +115,7 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
             )
         else:
             lines.append("last evaluation: none yet")
+        lines.append(replay_checkpoint_line(root_dir))
         best = best_policy.read_record(RunDir(root_dir).best_greedy_policy)
         if best is not None:
             lines.append(
