@@ -21,7 +21,6 @@ Prints a table and writes the figures as JSON (--output).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import tempfile
@@ -263,12 +262,8 @@ def print_table(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
-    harness.add_gin_arguments(parser)
+    parser = harness.parser(PROGRAM, __doc__, "20 000 items: the plumbing")
     parser.add_argument("--capacity", type=int, default=1_000_000)
-    parser.add_argument("--root_dir", default=None, help="run dir (default: a new temp dir)")
-    parser.add_argument("--output", default=None, help="JSON file for the figures")
-    parser.add_argument("--quick", action="store_true", help="20 000 items: the plumbing")
     args = parser.parse_args()
     if args.quick:
         args.capacity = 20_000

@@ -97,6 +97,20 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
 
 
+def parser(program: str, doc: str, quick_help: str, root_dir: bool = True):
+    """A benchmark's argument parser: the gin arguments, --output, --quick and (for those that
+    keep a run) --root_dir; the benchmark adds its own."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=program, description=doc.splitlines()[0])
+    add_gin_arguments(parser)
+    if root_dir:
+        parser.add_argument("--root_dir", default=None, help="run dir (default: a new temp dir)")
+    parser.add_argument("--output", default=None, help="JSON file for the figures")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser
+
+
 def provenance(gin_file: str, bindings) -> dict:
     """What a benchmark's JSON says of where and on what it ran."""
     return {

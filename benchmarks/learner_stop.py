@@ -5,9 +5,10 @@
 
 On the config (default gin/minitaur.gin: 100-step chunks, a policy export every 5 000 steps, a
 checkpoint every 10 000) it runs a replay server, one collector and the learner, and sends the
-learner SIGTERM --stops times, restarting it after each: the first aimed at the chunk that ends
-with a policy export (the slowest stop: the chunk, the export, then the stop's checkpoint), the
-others at random moments. For each stop: seconds from the signal to the process's exit and to
+learner SIGTERM --stops times, restarting it after each: the 1st, 3rd, ... aimed at the chunk
+that ends with a policy export (the slowest stop: the chunk, the export, then the stop's
+checkpoint; the aim drifts with the rate, so each result says whether it got one), the others at
+random moments. For each stop: seconds from the signal to the process's exit and to
 its checkpoint written (the learner's `learner_stopped` report). From all reports of the run:
 the seconds a policy export and a checkpoint take, and a chunk's seconds at the measured rate.
 The worst case is a chunk + an export + two checkpoints (one due with the export, the stop's
@@ -17,7 +18,6 @@ own); it is set against the launcher's share for the learner (LEARNER_GRACE_FRAC
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import signal
@@ -30,6 +30,7 @@ from harness import fail
 
 PROGRAM = "learner_stop"
 TRAINING_TIMEOUT_S = 900
+AIM_AHEAD_S = 4.0
 
 
 def learner_reports(cluster, event: str) -> list[dict]:
@@ -39,23 +40,32 @@ def learner_reports(cluster, event: str) -> list[dict]:
 
 
 def wait_for_training(cluster, since: float) -> dict:
-    """The first learner_progress report after `since` (the learner trains)."""
-    cluster.wait_until(
-        lambda: [r for r in learner_reports(cluster, "learner_progress") if r["unix_time"] > since],
-        TRAINING_TIMEOUT_S,
-        "the learner's progress",
-    )
-    return [r for r in learner_reports(cluster, "learner_progress") if r["unix_time"] > since][0]
+    """The second learner_progress report after `since`: the learner trains at its pace (the
+    first one's rate counts its warm-up and its wait for the initial pairs)."""
+
+    def progress() -> list[dict]:
+        reports = learner_reports(cluster, "learner_progress")
+        return [r for r in reports if r["unix_time"] > since]
+
+    cluster.wait_until(lambda: len(progress()) >= 2, TRAINING_TIMEOUT_S, "the learner's progress")
+    return progress()[1]
 
 
-def moment_before_export(cluster, config, rate: float) -> float:
+def moment_before_export(cluster, config) -> float:
     """Seconds to wait from now so that the signal lands in the chunk that ends with the next
-    policy export, from the newest progress report and the rate."""
-    newest = learner_reports(cluster, "learner_progress")[-1]
-    step_now = newest["train_step"] + rate * (time.time() - newest["unix_time"])
-    interval = config.policy_save_interval
-    export_step = math.ceil((step_now + config.weight_push_interval) / interval) * interval
-    return max(0.0, (export_step - config.weight_push_interval / 2 - step_now) / rate)
+    policy export, extrapolated from the newest progress report and its rate; it waits until
+    that is at most AIM_AHEAD_S away, so the rate's drift moves the aim by a chunk or so (the
+    result says whether the stop included an export)."""
+    interval, chunk = config.policy_save_interval, config.weight_push_interval
+    while True:
+        newest = learner_reports(cluster, "learner_progress")[-1]
+        rate = max(newest["steps_per_s"], 1.0)
+        step_now = newest["train_step"] + rate * (time.time() - newest["unix_time"])
+        export_step = math.ceil((step_now + chunk) / interval) * interval
+        delay = (export_step - chunk / 2 - step_now) / rate
+        if delay <= AIM_AHEAD_S:
+            return max(0.0, delay)
+        time.sleep(delay - AIM_AHEAD_S / 2)
 
 
 def stop_once(cluster, delay_s: float) -> dict:
@@ -93,8 +103,8 @@ def run(args) -> dict:
         for index in range(args.stops):
             progress = wait_for_training(cluster, since)
             rate = max(progress["steps_per_s"], 1.0)
-            if index == 0:
-                delay = moment_before_export(cluster, config, rate)
+            if index % 2 == 0:
+                delay = moment_before_export(cluster, config)
             else:
                 delay = random.uniform(0, config.policy_save_interval / rate)
             stops.append(stop_once(cluster, delay))
@@ -146,11 +156,8 @@ def print_table(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
-    harness.add_gin_arguments(parser)
+    parser = harness.parser(PROGRAM, __doc__, "gin/smoke.gin, 2 stops", root_dir=False)
     parser.add_argument("--stops", type=int, default=4)
-    parser.add_argument("--output", default=None, help="JSON file for the figures")
-    parser.add_argument("--quick", action="store_true", help="gin/smoke.gin, 2 stops")
     args = parser.parse_args()
     if args.quick:
         args.gin_file, args.stops = harness.SMOKE_GIN, 2

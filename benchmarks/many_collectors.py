@@ -22,7 +22,6 @@ Exit code 1 if the run failed; a missed target is reported, not an error.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
@@ -219,17 +218,11 @@ def run(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
-    harness.add_gin_arguments(parser)
+    parser = harness.parser(PROGRAM, __doc__, "gin/smoke.gin, 8 collectors, 3000 train steps")
     parser.add_argument("--num_collectors", type=int, default=16)
     parser.add_argument("--train_steps", type=int, default=12_000)
     parser.add_argument("--interval_s", type=float, default=10)
     parser.add_argument("--timeout_s", type=float, default=3600)
-    parser.add_argument("--root_dir", default=None, help="run dir (default: a new temp dir)")
-    parser.add_argument("--output", default=None, help="JSON file for the figures")
-    parser.add_argument(
-        "--quick", action="store_true", help="gin/smoke.gin, 8 collectors, 3000 train steps"
-    )
     args = parser.parse_args()
     if args.quick:
         args.gin_file, args.num_collectors, args.train_steps, args.interval_s = (

@@ -26,7 +26,6 @@ a missed target is reported, not an error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -239,16 +238,12 @@ def reanalyse(path: str, output: str | None) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
-    harness.add_gin_arguments(parser)
+    parser = harness.parser(
+        PROGRAM, __doc__, "1 minute on gin/smoke.gin, 2 collectors, 5 s samples"
+    )
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--num_collectors", type=int, default=4)
     parser.add_argument("--interval_s", type=float, default=30)
-    parser.add_argument("--root_dir", default=None, help="run dir (default: a new temp dir)")
-    parser.add_argument("--output", default=None, help="JSON file for the figures")
-    parser.add_argument(
-        "--quick", action="store_true", help="1 minute on gin/smoke.gin, 2 collectors, 5 s samples"
-    )
     parser.add_argument(
         "--analyse",
         metavar="JSON",
