@@ -200,7 +200,8 @@ class Cluster:
     def stop_replay_server(self) -> None:
         """SIGTERM to the replay server, SIGKILL if it has not written its checkpoint and exited
         after replay_server_grace_s."""
-        self.stop(["replay_server"], self.replay_server_grace_s)
+        server = [self.roles[n] for n in ("replay_server",) if n in self.roles]
+        processes.stop(server, self.replay_server_grace_s)  # kept in self.roles: fail() names it
 
     def kill_all(self) -> None:
         """SIGKILL to every role's process group, at once."""
