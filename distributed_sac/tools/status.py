@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import sys
+import threading
 import time
 
 from absl import flags
@@ -127,9 +129,11 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
 def main() -> None:
     from absl import logging
 
+    from distributed_sac.errors import CallAbandoned
     from distributed_sac.replay.connection import (
         BoundedCall,
         Reconnecting,
+        abandon_calls,
         check_address,
         connect,
     )
@@ -142,21 +146,30 @@ def main() -> None:
         raise UserError("--interval_s must be positive")
     logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
     address = check_address(FLAGS.replay_server_address, "--replay_server_address")
-    # A server that goes away or stops answering is waited for up to --timeout_s, then a
-    # one-line error.
-    server = Reconnecting(
-        "status",
-        lambda: (connect(address, FLAGS.timeout_s), BoundedCall("status", FLAGS.timeout_s)),
-    )
+    # Ctrl-C sets a flag that the loop reads, instead of raising KeyboardInterrupt wherever the
+    # main thread happens to be (in a lock, a hand-off to a call's thread, a print): a clean-clone
+    # test run on 2026-12-02 saw `status --watch` still alive 30 s after its SIGINT, once.
+    stop = threading.Event()
+
+    def on_interrupt(*_):
+        stop.set()
+        abandon_calls()  # a call or connect waiting on the server gives up after a second
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
     def counters(parts):
         client, bounded = parts
         return bounded(monitor.server_counters, client, max(1, int(FLAGS.timeout_s)))
 
     try:
+        # A server that goes away or stops answering is waited for up to --timeout_s, then a
+        # one-line error.
+        server = Reconnecting(
+            "status",
+            lambda: (connect(address, FLAGS.timeout_s), BoundedCall("status", FLAGS.timeout_s)),
+        )
         before = server.call(counters)
-        while True:
-            time.sleep(FLAGS.interval_s)
+        while not stop.wait(FLAGS.interval_s):
             after = server.call(counters)
             screen = render(address, before, after, root_dir)
             if not FLAGS.watch:
@@ -165,7 +178,7 @@ def main() -> None:
             clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
             print(f"{clear}{time.strftime('%H:%M:%S')}  {screen}\n", flush=True)
             before = after
-    except KeyboardInterrupt:
+    except CallAbandoned:  # Ctrl-C while the server did not answer
         return
 
 
