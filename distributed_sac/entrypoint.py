@@ -8,6 +8,7 @@ a tool whose flags differ from the roles' (plot's repeatable --root_dir) can use
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -20,7 +21,8 @@ from distributed_sac.errors import CallAbandoned, UserError
 
 def run(name: str, main: Callable[[], None]) -> None:
     """Parses flags and runs `main`; `name: error: <message>` and the error's exit code (2, or 3
-    for ServerUnreachable) on a UserError."""
+    for ServerUnreachable) on a UserError. `kill -USR1 <pid>` writes every thread's stack to
+    stderr (a role's log), so a process that does not stop can say where it is."""
 
     def absl_main(argv):
         if len(argv) > 1:
@@ -39,6 +41,7 @@ def run(name: str, main: Callable[[], None]) -> None:
             code = exit_request.code if isinstance(exit_request.code, int) else 1
         _exit_now(code)
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app.run(absl_main)
 
 

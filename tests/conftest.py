@@ -122,6 +122,25 @@ def run_processes_of(root_dir) -> list[str]:
     return [line for line in result.stdout.splitlines() if "pgrep" not in line]
 
 
+def stacks_and_logs(process_lines) -> str:
+    """For processes that should have exited (pgrep -af lines): each one's thread stacks (a
+    role's SIGUSR1 handler writes them to its log, see entrypoint.run) and its log's tail, so a
+    failure says where they were."""
+    logs = {}
+    for line in process_lines:
+        pid = int(line.split()[0])
+        try:
+            logs[pid] = os.readlink(f"/proc/{pid}/fd/1")
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:  # gone meanwhile
+            pass
+    time.sleep(1.0)
+    return "\n".join(
+        f"--- pid {pid}, {log}:\n{read(log)[-6000:] if os.path.isfile(log) else '(not a file)'}"
+        for pid, log in logs.items()
+    )
+
+
 def reports(log_path, event) -> list[dict]:
     """The fields of every `event` report line in a log; [] before it exists."""
     return fields_of(str(log_path), event)
@@ -154,9 +173,13 @@ def no_leftovers(tmp_path, processes):
     while run_processes_of(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
     leftovers = run_processes_of(tmp_path)
+    explained = stacks_and_logs(leftovers) if leftovers else ""
     for line in leftovers:
-        os.kill(int(line.split()[0]), signal.SIGKILL)
-    assert not leftovers, f"processes left behind: {leftovers}"
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not leftovers, f"processes left behind: {leftovers}\n{explained}"
 
 
 class SmokeRun(NamedTuple):

@@ -17,6 +17,7 @@ from tests.conftest import (
     read,
     reports,
     run_processes_of,
+    stacks_and_logs,
     wait_until,
 )
 
@@ -65,7 +66,7 @@ def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_pat
         time.sleep(0.2)
     left = others()
     print(f"roles left {time.monotonic() - gone:.1f}s after the launcher's SIGKILL: {left}")
-    assert left == []  # server, collector, evaluator: gone with their launcher
+    assert left == [], stacks_and_logs(left)  # server, collector, evaluator: gone with it
     assert any(int(p.split()[0]) == learner for p in run_processes_of(root))
 
     refused, refused_out = launch(processes, root, *args, out=tmp_path / "refused.out")

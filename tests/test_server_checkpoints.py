@@ -1,5 +1,6 @@
 """The replay server's checkpoints: another config's or a corrupt one is refused with one line
-and left in place; one cut short by a kill is passed over for the last complete one."""
+and left in place; one cut short by a kill is passed over for the last complete one; its stop
+says each step, and SIGUSR1 shows where its threads are."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.conftest import (
     last_line,
     read,
     reports,
+    stacks_and_logs,
     wait_for_line,
 )
 
@@ -110,3 +112,32 @@ def test_a_checkpoint_cut_short_by_a_kill_is_passed_over(processes, tmp_path):
     assert ready["table_sizes"][tables.EXPERIENCE_TABLE] == 30
     sample = next(reverb.Client(address).sample(tables.EXPERIENCE_TABLE, 1))
     assert np.asarray(sample[0].data[0]).shape == (2, MINITAUR_PAIR_WIDTH)
+
+
+def test_sigusr1_shows_the_servers_threads_and_its_stop_says_each_step(processes, tmp_path):
+    """`kill -USR1` writes every thread's stack to the role's log and changes nothing else (the
+    test helpers use it to explain a process that did not exit); SIGTERM then logs the stop
+    request, the final checkpoint and the Reverb server's stop, in that order, and exits 0."""
+    root = tmp_path / "run"
+    server, log, address = start(processes, root)
+    wait_for_line(log, "replay_server_ready", server)
+    reverb.Client(address).insert(
+        [np.zeros([2, MINITAUR_PAIR_WIDTH], np.float32)], {tables.EXPERIENCE_TABLE: 1.0}
+    )
+    explained = stacks_and_logs([f"{server.pid} replay_server"])
+    assert f"--- pid {server.pid}, {log}:" in explained
+    assert "Current thread" in explained and "replay_server.py" in explained, explained[-3000:]
+    assert server.poll() is None
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0
+    output = read(log)
+    steps = [
+        "stop requested (SIGTERM)",
+        " replay_checkpoint {",
+        "stopping the Reverb server",
+        "Reverb server stopped",
+    ]
+    positions = [output.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), (positions, output[-3000:])
+    (saved,) = reports(log, "replay_checkpoint")
+    assert saved["table_sizes"][tables.EXPERIENCE_TABLE] == 1
