@@ -172,11 +172,12 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
         role: reports(run.log(role), f"{role.split('-')[0]}_reconnected")
         for role in ("learner", "collector-0", "evaluator")
     }
-    # A role reconnects when one of its calls failed while the server was away; a collector held
-    # in the writer's flush may never see a failed call (seen once in CI): not restarted, at most
-    # one reconnect each, and progress after the restart (above) is what "in place" means.
+    # A role reconnects (and says so) only when one of its calls failed while the server was
+    # away; Reverb retries an unavailable server inside a call, so with a quick restart no call
+    # may fail at all (CI has seen both a silent collector and no role reconnecting). So: not
+    # restarted, at most one reconnect each, and progress after the restart (above) is what "in
+    # place" means. Reconnecting after a failed call is tested in test_connection.py.
     assert all(len(found) <= 1 for found in reconnects.values()), reconnects
-    assert any(reconnects.values()), reconnects
     assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [2000]
     (done,) = reports(run.log("collector-0"), "collector_done")
     assert done["last_policy_train_step"] == 2000
