@@ -120,7 +120,12 @@ class Process:
         self.args = list(args)
         self.name = name or os.path.basename(self.args[0])
         self.log_path = log if isinstance(log, str) else None
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+        full_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **(env or {}),
+        }
         output = open(log, "ab") if isinstance(log, str) else log
         try:
             # Logs are appended across restarts: read only this process's part of the file.
@@ -202,6 +207,45 @@ class Process:
                 self.popen.send_signal(signum)
         except ProcessLookupError:
             pass
+
+
+def run_bounded(
+    args: Sequence[str],
+    timeout_s: float,
+    env: dict | None = None,
+    cwd: str = REPO_ROOT,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs `args` to its end, stdout and stderr captured as text. It leads its own process group
+    and dies with its parent; past `timeout_s` the whole group is killed (a child it started, such
+    as podman-compose's podman, included) and subprocess.TimeoutExpired raised with its output."""
+    popen = subprocess.Popen(
+        list(args),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+        preexec_fn=_own_group_dying_with_parent,
+    )
+    try:
+        stdout, stderr = popen.communicate(input, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = popen.communicate()
+        raise subprocess.TimeoutExpired(popen.args, timeout_s, stdout, stderr) from None
+    finally:
+        if popen.poll() is None:  # interrupted (Ctrl-C, a test's failure): leave nothing behind
+            try:
+                os.killpg(popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            popen.wait()
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
 
 def stop(processes: Iterable[Process], grace_s: float, group: bool = False) -> None:

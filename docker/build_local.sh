@@ -40,24 +40,10 @@ if [ "$PRINT_ENV" = 1 ]; then
   exit 0
 fi
 
-# netavark and aardvark-dns: networks whose containers find each other by service name, as
-# compose.yaml's roles do (podman's CNI backend has no DNS without another plugin).
-PACKAGES="podman runc debootstrap netavark aardvark-dns"
-missing=()
-for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-for tool in netavark aardvark-dns; do
-  [ -x "/usr/lib/podman/$tool" ] || [ -x "/usr/libexec/podman/$tool" ] || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (Debian: apt-get install $PACKAGES)"
-  echo "installing ${missing[*]} with apt-get" >&2
-  install() {
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES >/dev/null
-  }
-  # A new machine may have no package lists yet.
-  install || { apt-get update -q >/dev/null && install; } || die "apt-get install $PACKAGES failed"
-fi
+# podman and what it runs on, by name (launch/system-packages.txt, group "container").
+# shellcheck source=../launch/common.sh
+source "$REPO_ROOT/launch/common.sh"
+ensure_system_packages container || die "the packages podman needs are missing (see above)"
 
 mkdir -p "$PODMAN_DIR"
 # crun fails on some cgroup layouts, and podman's default ulimits can be refused: runc and
@@ -77,21 +63,38 @@ graphroot = "$PODMAN_DIR/storage"
 runroot = "$PODMAN_DIR/run"
 CONF
 
+# Every podman call is bounded; timeout signals the command's whole process group on expiry.
+bounded() { local seconds="$1"; shift; timeout --kill-after=10 "$seconds" "$@"; }
+
 started=$(date +%s)
 BASE="docker.io/library/debian:bookworm-slim"  # what FROM debian:bookworm-slim resolves to
-if ! podman image exists "$BASE"; then
+if ! bounded 60 podman image exists "$BASE"; then
   rootfs="$(mktemp -d "$PODMAN_DIR/rootfs.XXXX")"
   echo "making $BASE with debootstrap from $MIRROR" >&2
-  debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$PODMAN_DIR/debootstrap.log" 2>&1 \
+  bounded 1200 debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" \
+    >"$PODMAN_DIR/debootstrap.log" 2>&1 \
     || { rm -rf "$rootfs"; die "debootstrap failed; see $PODMAN_DIR/debootstrap.log"; }
-  tar -C "$rootfs" -c . | podman import --quiet - "$BASE" >/dev/null
+  tar -C "$rootfs" -c . | bounded 600 podman import --quiet - "$BASE" >/dev/null \
+    || { rm -rf "$rootfs"; die "podman import of the debootstrapped base failed"; }
   rm -rf "$rootfs"
 fi
 
 secret=()
 [ -n "$CA_BUNDLE" ] && secret=(--secret "id=ca,src=$CA_BUNDLE")
-podman build --network=host --pull=never "${secret[@]}" -f "$REPO_ROOT/docker/Dockerfile" \
-  -t "$TAG" "$REPO_ROOT" >"$PODMAN_DIR/build.log" 2>&1 \
+bounded 2400 podman build --network=host --pull=never "${secret[@]}" \
+  -f "$REPO_ROOT/docker/Dockerfile" -t "$TAG" "$REPO_ROOT" >"$PODMAN_DIR/build.log" 2>&1 \
   || { tail -20 "$PODMAN_DIR/build.log" >&2; die "podman build failed; see $PODMAN_DIR/build.log"; }
-size=$(podman image inspect --format '{{.Size}}' "$TAG")
-echo "built $TAG in $(( $(date +%s) - started ))s, $(( size / 1000000 )) MB"
+
+# A container that cannot start (netavark without iptables, say) is named here in seconds, with
+# the engine's own error, rather than by a compose run that waits for it forever: one container
+# of the image on a bridge network of its own, as compose starts them.
+network="dsac-build-probe-$$"
+remove_network() { bounded 60 podman network rm -f "$network" >/dev/null 2>&1 || true; }
+trap remove_network EXIT
+bounded 60 podman network create "$network" >/dev/null \
+  || die "podman cannot create a bridge network (podman network create $network failed)"
+if ! probe="$(bounded 120 podman run --rm --network "$network" "$TAG" true 2>&1)"; then
+  die "a container of $TAG did not start on a bridge network: $(printf '%s\n' "$probe" | grep . | tail -1)"
+fi
+size=$(bounded 60 podman image inspect --format '{{.Size}}' "$TAG")
+echo "built $TAG in $(( $(date +%s) - started ))s, $(( size / 1000000 )) MB; a container of it starts on a bridge network"

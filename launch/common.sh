@@ -61,3 +61,48 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+SYSTEM_PACKAGES_FILE="$REPO_ROOT/launch/system-packages.txt"
+
+system_packages() {
+  # The package names of the given groups in launch/system-packages.txt.
+  local group
+  for group in "$@"; do
+    awk -v g="$group" '$1 == g { print $2 }' "$SYSTEM_PACKAGES_FILE"
+  done
+}
+
+ensure_system_packages() {
+  # Installs the Debian packages of the given groups that are not installed yet (apt-get, as
+  # root); a non-root user missing some is told the command. Not Debian: a note, and on.
+  local wanted missing=() package
+  wanted="$(system_packages "$@")"
+  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: not a Debian-like system; make sure these are installed:" $wanted >&2
+    return 0
+  fi
+  for package in $wanted; do
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null)" = installed ] \
+      || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: missing Debian packages: ${missing[*]}; install them with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    return 1
+  fi
+  echo "installing ${missing[*]} with apt-get" >&2
+  local log
+  log="$(mktemp)"
+  apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+      --no-install-recommends "${missing[@]}" >"$log" 2>&1
+  }
+  # A new machine may have no package lists yet, or old ones.
+  if ! apt_install && ! { apt-get -o DPkg::Lock::Timeout=300 update -q >>"$log" 2>&1 && apt_install; }; then
+    tail -5 "$log" >&2
+    rm -f "$log"
+    echo "error: apt-get install ${missing[*]} failed; see apt-get's output above" >&2
+    return 1
+  fi
+  rm -f "$log"
+}

@@ -7,49 +7,33 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from distributed_sac.processes import alive
+from distributed_sac.processes import alive, run_bounded
 from distributed_sac.reports import parse_reports
-from tests.conftest import REPO_ROOT, SMOKE_GIN
+from tests.conftest import SMOKE_GIN
+from tests.podman import (
+    COMPOSE_LABEL,
+    compose,
+    compose_containers,
+    compose_up,
+    needs_root,
+    podman,
+    states,
+)
 
-COMPOSE_FILE = os.path.join(REPO_ROOT, "docker", "compose.yaml")
-PODMAN_COMPOSE = os.path.join(os.path.dirname(sys.executable), "podman-compose")
 PROJECT_PREFIX = "dsac-compose-"
 PROJECT = f"{PROJECT_PREFIX}{os.getpid()}"
-LABEL = "io.podman.compose.project"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman here needs root (CI is root)")
-
-
-def podman(env, *args, timeout=120) -> str:
-    result = subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    assert result.returncode == 0, (args, result.stderr[-2000:])
-    return result.stdout
-
-
-def compose(env, project, *args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PODMAN_COMPOSE, "-p", project, "-f", COMPOSE_FILE, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+pytestmark = [needs_root, pytest.mark.slow]
 
 
 def containers(env, project) -> dict:
     """{container name: (state, exit code)} of a compose project."""
-    listed = json.loads(
-        podman(env, "ps", "-a", "--filter", f"label={LABEL}={project}", "--format", "json")
-    )
-    return {entry["Names"][0]: (entry["State"], entry["ExitCode"]) for entry in listed}
+    found = states(env, list(compose_containers(env, project).values()))
+    return {name: (state, code) for name, (state, code, _) in found.items()}
 
 
 def networks(env, project) -> list[str]:
@@ -65,10 +49,10 @@ def volumes(env, project) -> list[str]:
 
 def remove_stale_projects(env) -> None:
     """Projects left by a test run that was killed (named after a pytest pid now gone)."""
-    labels = podman(env, "ps", "-a", "--format", f'{{{{index .Labels "{LABEL}"}}}}').split()
+    labels = podman(env, "ps", "-a", "--format", f'{{{{index .Labels "{COMPOSE_LABEL}"}}}}')
     names = podman(env, "network", "ls", "--format", "{{.Name}}").split()
     names += podman(env, "volume", "ls", "--format", "{{.Name}}").split()
-    for project in set(labels) | {name.split("_")[0] for name in names}:
+    for project in set(labels.split()) | {name.split("_")[0] for name in names}:
         pid = project[len(PROJECT_PREFIX) :]
         if project.startswith(PROJECT_PREFIX) and pid.isdigit() and not alive(int(pid)):
             compose(env, project, "down", "-v", "-t", "5")
@@ -76,9 +60,7 @@ def remove_stale_projects(env) -> None:
 
 def logs(env, name: str) -> str:
     """A container's output (the roles log to stderr)."""
-    result = subprocess.run(
-        ["podman", "logs", name], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = run_bounded(["podman", "logs", name], timeout_s=60, env=env)
     return result.stdout + result.stderr
 
 
@@ -91,8 +73,7 @@ def test_compose_smoke_job_reaches_its_final_step_and_down_leaves_nothing(podman
     remove_stale_projects(env)
     started = time.monotonic()
     try:
-        up = compose(env, PROJECT, "up", "-d", timeout=600)
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        compose_up(env, PROJECT, tmp_path / "compose-up.log")
         names = containers(env, PROJECT)
         services = sorted(name.split("_")[1] for name in names)
         assert services == ["collector", "collector", "evaluator", "learner", "replay-server"]
@@ -103,20 +84,20 @@ def test_compose_smoke_job_reaches_its_final_step_and_down_leaves_nothing(podman
         # The learner, the collectors and the evaluator end by themselves at the final step.
         deadline = time.monotonic() + 600
         while True:
-            states = containers(env, PROJECT)
-            done = [states[name] for name in (learner, evaluator, *collectors)]
+            found = containers(env, PROJECT)
+            done = [found[name] for name in (learner, evaluator, *collectors)]
             if all(state != "running" for state, _ in done):
                 break
-            assert time.monotonic() < deadline, (states, service_logs(env, PROJECT))
+            assert time.monotonic() < deadline, (found, service_logs(env, PROJECT))
             time.sleep(2)
         finished_s = time.monotonic() - started
-        states = containers(env, PROJECT)
-        assert all(states[name] == ("exited", 0) for name in (learner, evaluator, *collectors)), (
-            states,
+        found = containers(env, PROJECT)
+        assert all(found[name] == ("exited", 0) for name in (learner, evaluator, *collectors)), (
+            found,
             service_logs(env, PROJECT),
         )
-        server = next(name for name in states if "_replay-server_" in name)
-        assert states[server][0] == "running"
+        server = next(name for name in found if "_replay-server_" in name)
+        assert found[server][0] == "running"
         learner_log = logs(env, learner)
         done = [fields["train_step"] for _, fields in parse_reports(learner_log, "learner_done")]
         assert done == [300], learner_log[-3000:]
@@ -148,3 +129,48 @@ def test_compose_smoke_job_reaches_its_final_step_and_down_leaves_nothing(podman
         compose(env, PROJECT, "down", "-v", "-t", "5")
     assert containers(env, PROJECT) == {} and networks(env, PROJECT) == []
     assert volumes(env, PROJECT) == []
+
+
+# Each makes podman-compose 1.6's `up` wait forever for `dependency` (tried: still waiting
+# after 120 s): an entrypoint the runtime cannot start, or a command that exits at once.
+BROKEN_COMPOSE = """\
+services:
+  dependency:
+    image: distributed-sac:latest
+    {how}
+  waiter:
+    image: distributed-sac:latest
+    command: ["sleep", "600"]
+    depends_on: [dependency]
+"""
+
+
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ('entrypoint: ["/no/such/binary"]', "dependency did not start: runc: runc create failed"),
+        (
+            'command: ["python", "-c", "raise SystemExit(\'bad config\')"]',
+            "dependency exited with code 1 during `up`: bad config",
+        ),
+    ],
+)
+def test_a_service_that_does_not_start_is_named_at_once(podman_env, tmp_path, how, expected):
+    """The watched `up` fails within seconds instead of waiting, naming the service and quoting
+    podman's own error (or the container's last line)."""
+    env = dict(os.environ, **podman_env)
+    file = tmp_path / "compose.yaml"
+    file.write_text(BROKEN_COMPOSE.format(how=how))
+    project = f"{PROJECT}-broken"
+    started = time.monotonic()
+    try:
+        with pytest.raises(pytest.fail.Exception) as failure:
+            compose_up(env, project, tmp_path / "up.log", timeout_s=120, file=str(file))
+        took = time.monotonic() - started
+    finally:
+        compose(env, project, "down", "-v", "-t", "1", file=str(file))
+    message = str(failure.value)
+    print(f"named after {took:.1f}s: {message}")
+    assert message.startswith(expected), message
+    assert took < 60, took
+    assert containers(env, project) == {}

