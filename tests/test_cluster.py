@@ -7,10 +7,10 @@ import math
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
@@ -98,12 +98,13 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
         assert int(policy.get_train_step().numpy()) == expected_step
 
 
+@pytest.mark.slow
 def test_three_collectors_hold_the_update_to_data_ratio(processes, tmp_path, no_leftovers):
     """The feed's queue limiter and the learner's intake hold UTD 1 with any collector count:
     the learner never trains past the pairs it drained, and collectors never insert more than
     the slack past what it drained."""
     root = tmp_path / "run"
-    initial, slack, final = 200, 100, 1500
+    initial, slack, final = 200, 100, 900
     launcher, out = launch(
         processes,
         root,
@@ -144,23 +145,7 @@ def test_three_collectors_hold_the_update_to_data_ratio(processes, tmp_path, no_
     )
 
 
-def test_sigterm_stops_every_role(processes, tmp_path, no_leftovers):
-    root = tmp_path / "run"
-    launcher, out = launch(processes, root)
-    wait_for_line(out, "started learner", launcher, timeout_s=180)
-    wait_for_line(
-        RunDir(str(root)).log("collector-0"), "collector_progress", launcher, timeout_s=180
-    )
-    launcher.send_signal(signal.SIGTERM)
-    code = launcher.wait(timeout=30)
-    assert code == 128 + signal.SIGTERM
-    assert "stopping every role" in read(out)
-    deadline = time.monotonic() + 10
-    while run_processes_of(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert run_processes_of(tmp_path) == []
-
-
+@pytest.mark.slow
 def test_a_dead_role_stops_the_run_and_is_named(processes, tmp_path, no_leftovers):
     root = tmp_path / "run"
     launcher, out = launch(

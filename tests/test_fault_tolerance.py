@@ -41,27 +41,6 @@ from tests.conftest import (
 )
 
 
-def test_killed_collector_is_restarted_and_inserts_again(processes, tmp_path, no_leftovers):
-    root = tmp_path / "run"
-    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    log = RunDir(str(root)).log("collector-0")
-    # Past the initial random collection (200 items in gin/smoke.gin).
-    wait_until(
-        lambda: any(r["env_steps"] >= 300 for r in reports(log, "collector_progress")),
-        "the collector's first 300 env steps",
-        launcher,
-    )
-    os.kill(pid_of(root, "collector"), signal.SIGKILL)
-    output = finish(launcher, out)
-    assert "collector-0 exited with signal SIGKILL; restart 1/3 in 2s" in output
-    assert "collector-0: restarted (restart 1/3)" in output
-    (done,) = reports(log, "collector_done")  # only the restarted collector got this far
-    print("restarted collector:", done)
-    assert done["items_created"] > 100
-    assert done["random_steps"] == 0  # the table was full: no second random initial collection
-    assert done["last_policy_train_step"] == 1500
-
-
 def assert_best_policy_is_the_best_evaluation(run: RunDir) -> dict:
     """policies/best_greedy_policy holds the run's best evaluation, and each save over the
     evaluator's lives (its log spans restarts) beat the one before; its record."""
@@ -74,10 +53,57 @@ def assert_best_policy_is_the_best_evaluation(run: RunDir) -> dict:
     return best
 
 
-def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_leftovers):
+@pytest.mark.slow
+def test_each_role_killed_in_turn_recovers_and_the_run_finishes(processes, tmp_path, no_leftovers):
+    """kill -9 to each role of one run in turn, each once the run has recovered from the one
+    before (a kill interferes with no other: each role's recovery is checked before the next):
+    the collector is restarted and inserts again without a second random collection; the
+    evaluator is restarted and continues metrics.jsonl without a duplicate, keeping the best
+    policy; the learner resumes from its checkpoint with its replay; the replay server restores
+    its tables from its checkpoint while the others carry on in place."""
+    final = 2500
     root = tmp_path / "run"
-    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    log = RunDir(str(root)).log("learner")
+    launcher, out = launch(
+        processes,
+        root,
+        *bindings(
+            f"RunConfig.num_iterations = {final}", "RunConfig.replay_checkpoint_interval_s = 2"
+        ),
+    )
+    run = RunDir(str(root))
+    figures = {}
+
+    def restarted(role: str):
+        wait_until(
+            lambda: f"{role}: restarted (restart 1/3)" in read(out), f"{role}'s restart", launcher
+        )
+
+    # 1. The collector, past the initial random collection (200 items in gin/smoke.gin).
+    wait_until(
+        lambda: any(
+            r["env_steps"] >= 300 for r in reports(run.log("collector-0"), "collector_progress")
+        ),
+        "the collector's first 300 env steps",
+        launcher,
+    )
+    os.kill(pid_of(root, "collector"), signal.SIGKILL)
+    restarted("collector-0")
+
+    # 2. The evaluator, after 3 evaluations.
+    metrics = Path(run.metrics)
+
+    def evaluations():
+        if not metrics.exists():
+            return []
+        return [json.loads(line) for line in read(metrics).splitlines()]
+
+    before = wait_until(lambda: evaluations()[2:] and evaluations(), "3 evaluations", launcher)
+    best_before = best_policy.read_record(run.best_greedy_policy)
+    os.kill(pid_of(root, "evaluator"), signal.SIGKILL)
+    restarted("evaluator")
+
+    # 3. The learner, past a checkpoint.
+    log = run.log("learner")
     checkpoint = wait_until(
         lambda: reports(log, "learner_checkpoint"), "the first learner checkpoint", launcher
     )[0]
@@ -92,44 +118,12 @@ def test_killed_learner_resumes_from_its_checkpoint(processes, tmp_path, no_left
     )
     os.kill(pid_of(root, "learner"), signal.SIGKILL)
     killed_at = max(r["train_step"] for r in reports(log, "learner_progress"))
-    output = finish(launcher, out)
-    assert "learner exited with signal SIGKILL; restart 1/3 in 2s" in output
+    restarted("learner")
+    wait_until(lambda: reports(log, "learner_start")[1:], "the restarted learner", launcher)
 
-    first, second = reports(log, "learner_start")
-    assert first["restored_from"] is None and first["train_step"] == 0
-    assert second["restored_from"], second
-    assert second["train_step"] >= checkpoint["train_step"] > 0
-    # Its replay came back with the checkpoint: the pairs it held then, none drained since.
-    (restored,) = [
-        r for r in reports(log, "learner_checkpoint") if r["path"] == second["restored_from"]
-    ]
-    assert second["replay_size"] == restored["replay_size"] > 0
-    assert second["pairs_drained"] == restored["pairs_drained"] >= 200 + restored["train_step"]
-    assert [r["train_step"] for r in reports(log, "learner_done")] == [1500]
-    best = assert_best_policy_is_the_best_evaluation(RunDir(str(root)))
-    print(
-        f"best policy: {best_policy.describe(best)}; learner killed at train_step >= "
-        f"{killed_at} (first progress past the checkpoint: "
-        f"{progress[0]['train_step']}); resumed at {second['train_step']} from "
-        f"{second['restored_from']}; steps lost <= {killed_at - second['train_step']} "
-        "(plus those after the last progress line)"
-    )
-
-
-def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
-    processes, tmp_path, no_leftovers
-):
-    root = tmp_path / "run"
-    launcher, out = launch(
-        processes,
-        root,
-        *bindings("RunConfig.num_iterations = 2000", "RunConfig.replay_checkpoint_interval_s = 2"),
-    )
-    run = RunDir(str(root))
+    # 4. The replay server, once a checkpoint of it holds experience.
     server_log = run.log("replay_server")
-    wait_until(
-        lambda: reports(run.log("learner"), "learner_progress"), "learner progress", launcher
-    )
+    ready_before = len(reports(server_log, "replay_server_ready"))
     wait_until(
         lambda: any(
             r["table_sizes"][tables.EXPERIENCE_TABLE] > 0
@@ -138,22 +132,27 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
         "a Reverb checkpoint holding experience",
         launcher,
     )
+    reconnects_before = {
+        role: len(reports(run.log(role), f"{role.split('-')[0]}_reconnected"))
+        for role in ("learner", "collector-0", "evaluator")
+    }
     os.kill(pid_of(root, "replay_server"), signal.SIGKILL)
     killed = time.time()
     checkpointed = reports(server_log, "replay_checkpoint")[-1]["table_sizes"]
-
     ready = wait_until(
-        lambda: reports(server_log, "replay_server_ready")[1:], "the restarted server", launcher
+        lambda: reports(server_log, "replay_server_ready")[ready_before:],
+        "the restarted server",
+        launcher,
     )[0]
     restored = ready["table_sizes"]
     assert restored[tables.EXPERIENCE_TABLE] >= checkpointed[tables.EXPERIENCE_TABLE] > 0
 
-    def first_after(log, event):
-        found = [r for r in reports(log, event) if r["unix_time"] > ready["unix_time"]]
+    def first_after(role_log, event):
+        found = [r for r in reports(role_log, event) if r["unix_time"] > ready["unix_time"]]
         return found[0] if found else None
 
     learner_back = wait_until(
-        lambda: first_after(run.log("learner"), "learner_progress"),
+        lambda: first_after(log, "learner_progress"),
         "learner progress after the server restart",
         launcher,
     )
@@ -163,27 +162,79 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
         launcher,
     )
     output = finish(launcher, out)
-    # Only the server was restarted: the others reconnected in place, each saying so once.
-    exits = [line for line in output.splitlines() if " exited with " in line]
-    assert len(exits) == 1 and "replay_server exited with signal SIGKILL" in exits[0], exits
-    assert len(reports(run.log("learner"), "learner_start")) == 1
-    assert len(reports(run.log("evaluator"), "evaluator_start")) == 1
-    reconnects = {
-        role: reports(run.log(role), f"{role.split('-')[0]}_reconnected")
-        for role in ("learner", "collector-0", "evaluator")
-    }
-    # A role reconnects (and says so) only when one of its calls failed while the server was
-    # away; Reverb retries an unavailable server inside a call, so with a quick restart no call
-    # may fail at all (CI has seen both a silent collector and no role reconnecting). So: not
-    # restarted, at most one reconnect each, and progress after the restart (above) is what "in
-    # place" means. Reconnecting after a failed call is tested in test_connection.py.
-    assert all(len(found) <= 1 for found in reconnects.values()), reconnects
-    assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [2000]
+
+    # Each role exited once, by its kill, and was restarted once; no other role was restarted.
+    exits = sorted(
+        line.split("] ", 1)[1] for line in output.splitlines() if " exited with " in line
+    )
+    assert [line.split(" exited with ")[0] for line in exits] == [
+        "collector-0",
+        "evaluator",
+        "learner",
+        "replay_server",
+    ], exits
+    for role in ("collector-0", "evaluator", "learner"):
+        assert f"{role} exited with signal SIGKILL; restart 1/3 in 2s" in output
+        assert f"{role}: restarted (restart 1/3)" in output
+    assert "replay_server exited with signal SIGKILL" in output
+
+    # The collector: only the restarted one got to the end, without a second random collection.
     (done,) = reports(run.log("collector-0"), "collector_done")
-    assert done["last_policy_train_step"] == 2000
+    assert done["items_created"] > 100
+    assert done["random_steps"] == 0  # the table was full: no second random initial collection
+    assert done["last_policy_train_step"] == final
+
+    # The evaluator: nothing written before its kill is lost, no evaluation step twice.
+    after = evaluations()
+    assert after[: len(before)] == before
+    steps = [e["train_step"] for e in after]
+    assert steps == sorted(set(steps)), steps
+    assert steps[-1] == final and len(after) > len(before)
+    (resumed,) = reports(run.log("evaluator"), "evaluator_resumed")
+    assert resumed["last_evaluated"] >= before[-1]["train_step"]
+    assert len(reports(run.log("evaluator"), "evaluator_start")) == 2  # its kill only
+    # The best policy outlived the kills: kept, or replaced by a better one only.
+    best = assert_best_policy_is_the_best_evaluation(run)
+    assert best_before is not None and best["AverageReturn"] >= best_before["AverageReturn"]
+
+    # The learner: resumed from its checkpoint, its replay with it (the pairs it held then,
+    # none drained since); started twice only (the server's kill did not restart it).
+    first, second = reports(log, "learner_start")
+    assert first["restored_from"] is None and first["train_step"] == 0
+    assert second["restored_from"], second
+    assert second["train_step"] >= checkpoint["train_step"] > 0
+    (restored_checkpoint,) = [
+        r for r in reports(log, "learner_checkpoint") if r["path"] == second["restored_from"]
+    ]
+    assert second["replay_size"] == restored_checkpoint["replay_size"] > 0
+    assert (
+        second["pairs_drained"]
+        == restored_checkpoint["pairs_drained"]
+        >= 200 + restored_checkpoint["train_step"]
+    )
+    assert [r["train_step"] for r in reports(log, "learner_done")] == [final]
+
+    # The server's kill: the others carried on in place. A role reconnects (and says so) only
+    # when one of its calls failed while the server was away; Reverb retries an unavailable
+    # server inside a call, so with a quick restart no call may fail at all (CI has seen both a
+    # silent collector and no role reconnecting): at most one reconnect each, and progress after
+    # the restart (above). Reconnecting after a failed call is tested in test_connection.py.
+    reconnects = {
+        role: reports(run.log(role), f"{role.split('-')[0]}_reconnected")[count:]
+        for role, count in reconnects_before.items()
+    }
+    assert all(len(found) <= 1 for found in reconnects.values()), reconnects
+    figures["learner"] = (
+        f"killed at train_step >= {killed_at} (first progress past the checkpoint: "
+        f"{progress[0]['train_step']}); resumed at {second['train_step']} from "
+        f"{second['restored_from']}; steps lost <= {killed_at - second['train_step']}"
+    )
     print(
-        f"server killed; checkpointed tables {checkpointed}, restored {restored} "
-        f"{ready['unix_time'] - killed:.1f}s after the kill; learner progress "
+        f"collector: restarted, {done['items_created']} items after it; evaluations before the "
+        f"evaluator's kill {[e['train_step'] for e in before]}, after {steps}; best policy "
+        f"before {best_policy.describe(best_before)}, at the end {best_policy.describe(best)}; "
+        f"learner {figures['learner']}; server: checkpointed tables {checkpointed}, restored "
+        f"{restored} {ready['unix_time'] - killed:.1f}s after the kill; learner progress "
         f"{learner_back['unix_time'] - ready['unix_time']:.1f}s and collector progress "
         f"{collector_back['unix_time'] - ready['unix_time']:.1f}s after the restart; "
         f"reconnected in place after (s): "
@@ -191,43 +242,18 @@ def test_killed_replay_server_restores_its_tables_and_clients_carry_on(
     )
 
 
-def test_killed_evaluator_continues_metrics_without_duplicates(processes, tmp_path, no_leftovers):
+@pytest.mark.slow
+def test_sigterm_waits_for_the_servers_slow_last_checkpoint_and_a_relaunch_continues(
+    processes, tmp_path, no_leftovers
+):
+    """SIGTERM to the launcher stops every role: each checkpoints and exits, nothing of the run is
+    left, and its last line is the command that resumes it. The replay server's last checkpoint
+    is made slower (a fault: 12 s) than the 8 s the other roles get in all, as a 1M-pair table's
+    takes 24 s: the launcher waits for it, on the stop and at the run's end. Running the printed
+    command resumes the learner at its step and restores that checkpoint."""
     root = tmp_path / "run"
-    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 1500"))
-    run = RunDir(str(root))
-    metrics = Path(run.metrics)
-
-    def evaluations():
-        if not metrics.exists():
-            return []
-        return [json.loads(line) for line in read(metrics).splitlines()]
-
-    before = wait_until(lambda: evaluations()[2:] and evaluations(), "3 evaluations", launcher)
-    best_before = best_policy.read_record(run.best_greedy_policy)
-    os.kill(pid_of(root, "evaluator"), signal.SIGKILL)
-    output = finish(launcher, out)
-    assert "evaluator exited with signal SIGKILL; restart 1/3 in 2s" in output
-    after = evaluations()
-    assert after[: len(before)] == before  # nothing written before the kill is lost
-    steps = [e["train_step"] for e in after]
-    assert steps == sorted(set(steps)), steps  # no duplicated evaluation step
-    assert steps[-1] == 1500 and len(after) > len(before)
-    (resumed,) = reports(run.log("evaluator"), "evaluator_resumed")
-    assert resumed["last_evaluated"] >= before[-1]["train_step"]
-    # The best policy outlived the kill: kept, or replaced by a better one only.
-    best = assert_best_policy_is_the_best_evaluation(run)
-    assert best_before is not None and best["AverageReturn"] >= best_before["AverageReturn"]
-    print(
-        f"evaluations before the kill: {[e['train_step'] for e in before]}; after: {steps}; "
-        f"best before the kill: {best_policy.describe(best_before)}; at the end: "
-        f"{best_policy.describe(best)}"
-    )
-
-
-def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_leftovers):
-    root = tmp_path / "run"
-    args = bindings("RunConfig.num_iterations = 800")
-    launcher, out = launch(processes, root, *args)
+    delay = "FaultInjection.replay_server_stop_delay_s = 12"
+    launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 800", delay))
     run = RunDir(str(root))
     wait_until(
         lambda: any(
@@ -238,15 +264,23 @@ def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_le
     )
     launcher.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
-    assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
-    while run_processes_of(tmp_path) and time.monotonic() < stopped_at + 10:
+    assert launcher.wait(timeout=60) == 128 + signal.SIGTERM, read(out)[-3000:]
+    stop_s = time.monotonic() - stopped_at
+    assert "stopping every role" in read(out)
+    while run_processes_of(tmp_path) and time.monotonic() < stopped_at + stop_s + 10:
         time.sleep(0.1)
     assert run_processes_of(tmp_path) == []
-    print(f"nothing of the run left {time.monotonic() - stopped_at:.1f}s after SIGTERM")
+    print(
+        f"SIGTERM to the launcher's exit {stop_s:.1f}s (the server's last checkpoint delayed "
+        f"12 s); nothing of the run left {time.monotonic() - stopped_at:.1f}s after SIGTERM"
+    )
     (stopped,) = reports(run.log("learner"), "learner_stopped")
     assert stopped["train_step"] >= 200
-    saved = reports(run.log("replay_server"), "replay_checkpoint")[-1]["table_sizes"]
-    assert saved[tables.EXPERIENCE_TABLE] > 0
+    saved = reports(run.log("replay_server"), "replay_checkpoint")
+    assert saved, read(run.log("replay_server"))[-3000:]  # written 12 s after its SIGTERM
+    assert saved[-1]["table_sizes"][tables.EXPERIENCE_TABLE] > 0
+    assert "killed" not in read(out).lower(), read(out)[-3000:]
+    assert stop_s >= 12, stop_s
 
     # The launcher's last line says where the run stopped and how to resume it; run that command.
     stopped_line = last_line(read(out))
@@ -255,45 +289,17 @@ def test_sigterm_checkpoints_and_a_relaunch_continues(processes, tmp_path, no_le
     command = shlex.split(stopped_line.split(prefix, 1)[1])
     assert command[:3] == ["launch/local.sh", "--root_dir", str(root)], command
     launcher = processes.start(command, out)
-    finish(launcher, out)
+    output = finish(launcher, out)  # exit 0, "all roles exited cleanly": the server exited 0
     second = reports(run.log("learner"), "learner_start")[-1]
     assert second["train_step"] == stopped["train_step"], (stopped, second)
     ready = reports(run.log("replay_server"), "replay_server_ready")[-1]
-    assert ready["table_sizes"][tables.EXPERIENCE_TABLE] == saved[tables.EXPERIENCE_TABLE]
-    assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [800]
-    print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
-
-
-def test_replay_server_gets_its_own_grace_for_a_slow_last_checkpoint(
-    processes, tmp_path, no_leftovers
-):
-    """A final replay checkpoint slower than the 8 s the other roles get in all (a 1M-pair table
-    takes 24 s): the launcher waits for it, on Ctrl-C and at the end of the run, and the
-    relaunch restores that checkpoint."""
-    root = tmp_path / "run"
-    delay = "FaultInjection.replay_server_stop_delay_s = 12"
-    args = bindings("RunConfig.num_iterations = 600", delay)
-    launcher, out = launch(processes, root, *args)
-    run = RunDir(str(root))
-    wait_until(lambda: reports(run.log("learner"), "learner_checkpoint"), "a checkpoint", launcher)
-    launcher.send_signal(signal.SIGINT)
-    stopped_at = time.monotonic()
-    assert launcher.wait(timeout=60) == 128 + signal.SIGINT, read(out)[-3000:]
-    stop_s = time.monotonic() - stopped_at
-    saved = reports(run.log("replay_server"), "replay_checkpoint")
-    assert saved, read(run.log("replay_server"))[-3000:]  # written 12 s after its SIGTERM
-    assert "killed" not in read(out).lower(), read(out)[-3000:]
-    assert stop_s >= 12, stop_s
-    print(f"Ctrl-C to the launcher's exit: {stop_s:.1f}s, the server's last checkpoint written")
-
-    command = shlex.split(last_line(read(out)).split("resume it with: ", 1)[1])
-    launcher = processes.start(command, out)
-    output = finish(launcher, out)  # exit 0, "all roles exited cleanly": the server exited 0
-    ready = reports(run.log("replay_server"), "replay_server_ready")[-1]
     experience = tables.EXPERIENCE_TABLE
-    assert ready["table_sizes"][experience] == saved[-1]["table_sizes"][experience] > 0
+    assert ready["table_sizes"][experience] == saved[-1]["table_sizes"][experience]
+    # The final checkpoint at the run's end, 12 s after its SIGTERM, was waited for too.
     assert len(reports(run.log("replay_server"), "replay_checkpoint")) == len(saved) + 1
     assert "replay_server exited" not in output
+    assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [800]
+    print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +326,7 @@ def relaunch_fails(processes, source, target, *extra) -> str:
     return last_line(read(out))
 
 
+@pytest.mark.slow
 def test_mismatched_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
     line = relaunch_fails(
         processes,
@@ -333,6 +340,7 @@ def test_mismatched_checkpoint_is_named(processes, tmp_path, finished_run, no_le
     assert "ckpt-150 does not match this config" in line
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
     target = tmp_path / "run"
     shutil.copytree(finished_run, target)
@@ -345,6 +353,7 @@ def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_lef
     assert "ckpt-150 (corrupted?)" in line
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     address, _, _ = start_server(processes, tmp_path)
     root = tmp_path / "run"
@@ -388,12 +397,25 @@ def test_nan_loss_stops_the_learner_and_keeps_good_weights(processes, tmp_path):
     assert all(math.isfinite(x) for v in policy.variables() for x in v.numpy().ravel())
 
 
+@pytest.mark.slow
 def test_learner_whose_server_never_returns_exits_with_one_line(processes, tmp_path):
-    """The collector killed first (the learner then waits for experience), the server 5 s later:
-    the learner gives up after its timeouts with one line and exit code 3 (restartable)."""
+    """The collector killed first, the server once the learner has trained on every pair it had
+    and waits for experience: the learner gives up after its timeouts with one line and exit
+    code 3 (restartable).
+
+    The server is not killed at a fixed delay: the pairs a collector inserted ahead of the learner
+    (up to the rate limiter's slack) keep it training and exporting policies for a while, which
+    on a loaded machine took longer than the bound below allows for the timeouts alone."""
     server, learner, collector, _ = start_by_hand(processes, tmp_path)
     collector.send_signal(signal.SIGKILL)
-    time.sleep(5)
+    log = tmp_path / "learner.log"
+    quiet_since, size = time.monotonic(), os.path.getsize(log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() - quiet_since < 3:  # no line from the learner for 3 s: it waits
+        assert learner.poll() is None and time.monotonic() < deadline, read(log)[-3000:]
+        time.sleep(0.2)
+        if os.path.getsize(log) != size:
+            quiet_since, size = time.monotonic(), os.path.getsize(log)
     server.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     code = learner.wait(timeout=120)
@@ -406,6 +428,7 @@ def test_learner_whose_server_never_returns_exits_with_one_line(processes, tmp_p
     assert took < 10 + 5 + 20  # connect_timeout_s + server_call_timeout_s + start-up slack
 
 
+@pytest.mark.slow
 def test_learner_stops_on_sigterm_while_its_server_is_gone(processes, tmp_path):
     """SIGTERM while the learner waits on a dead server: it checkpoints and exits in seconds
     instead of waiting for the server (a stop was read only between chunks)."""
@@ -427,6 +450,7 @@ def test_learner_stops_on_sigterm_while_its_server_is_gone(processes, tmp_path):
     assert Path(report["path"] + ".index").exists()
 
 
+@pytest.mark.slow
 def test_sighup_stops_the_run_in_order(processes, tmp_path, no_leftovers):
     """The terminal closing (SIGHUP) stops the run as Ctrl-C does: checkpoints, a resume line."""
     root = tmp_path / "run"
@@ -446,6 +470,7 @@ def test_sighup_stops_the_run_in_order(processes, tmp_path, no_leftovers):
     assert run_processes_of(root) == []
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_kills_every_role_at_once(processes, tmp_path, no_leftovers):
     """A second Ctrl-C while the roles are stopping (the learner frozen, so its stop would take
     the whole grace period) kills them all at once."""

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from distributed_sac import evaluation
 from distributed_sac.layout import RunDir
 from distributed_sac.tools.console import Console
@@ -21,8 +23,10 @@ from tests.conftest import (
     SMOKE_GIN,
     free_port,
     last_line,
+    launch,
     read,
     reports,
+    run_processes_of,
 )
 
 
@@ -63,7 +67,8 @@ def tags_under(directory) -> set[str]:
     return tags
 
 
-def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
+@pytest.mark.slow
+def test_a_live_cluster_status_every_field_a_second_launcher_refused_summaries_written(
     processes, tmp_path, no_leftovers
 ):
     root = tmp_path / "run"
@@ -137,6 +142,26 @@ def test_status_shows_every_field_of_a_live_cluster_and_roles_write_summaries(
     assert (best[1], int(best[2])) in {
         (f"{e['AverageReturn']:.3f}", e["train_step"]) for e in evaluations
     }
+
+    # A second launcher on the live root_dir is refused and leaves the run untouched (one live run
+    # per root_dir; tests/test_run_lock.py has the relaunch beside an orphaned role).
+    logs_before = {name: os.path.getsize(run.log(name)) for name in ("learner", "replay_server")}
+    second, second_out = launch(processes, root, out=tmp_path / "second.out")
+    assert second.wait(timeout=120) == 2
+    line = last_line(read(second_out))
+    print(line)
+    assert line == (
+        f"local.sh: error: --root_dir {root} is in use by a live run (launcher pid "
+        f"{launcher.pid}); stop it first, or use another --root_dir"
+    )
+    assert launcher.poll() is None
+    assert len([p for p in run_processes_of(root) if "distributed_sac.roles." in p]) == 4
+    assert "replay server ready" not in read(second_out)
+    wait_for(
+        lambda: os.path.getsize(run.log("learner")) > logs_before["learner"],
+        "the live run's learner to write on",
+        launcher,
+    )
 
     # --watch redraws until interrupted.
     watch_out = tmp_path / "watch.out"
@@ -222,6 +247,7 @@ def test_progress_line_shows_step_env_steps_rate_return_and_eta(monkeypatch):
     assert "\x1b" not in plain.getvalue() and plain.getvalue().endswith("hello\n")
 
 
+@pytest.mark.slow
 def test_launcher_draws_a_live_line_on_a_terminal(processes, tmp_path, no_leftovers):
     """(On a pipe it prints plain lines: test_cluster checks that.)"""
     root = tmp_path / "run"

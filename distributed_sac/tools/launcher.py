@@ -78,6 +78,12 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "restart_backoff_s", 2, "Delay before a role's first restart; doubles each time."
 )
+flags.DEFINE_float(
+    "orphan_wait_s",
+    30,
+    "How long a launch waits for roles of a stopped run (whose launcher was killed) still "
+    "holding the --root_dir to finish their stop, before it gives up.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -260,7 +266,9 @@ def main(argv) -> None:
                 FLAGS.root_dir or os.path.join("runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}")
             )
         ).create()
-        lock_fd = run_lock.hold(run_dir, lambda line: print(f"local.sh: {line}", flush=True))
+        lock_fd = run_lock.hold(
+            run_dir, lambda line: print(f"local.sh: {line}", flush=True), FLAGS.orphan_wait_s
+        )
         role_args = ["--root_dir", run_dir.root]
         for path in gin_files:
             role_args += ["--gin_file", path]
