@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from distributed_sac.processes import Process, alive, die_with_parent, stop
+from distributed_sac.processes import Process, die_with_parent, stop
 from distributed_sac.reports import fields_of
 from distributed_sac.tools.cluster import ROLE_MODULES
 
@@ -36,6 +36,26 @@ def pytest_configure(config):
     # started here still gets SIGTERM from the kernel (distributed_sac.processes), and the
     # container and namespace fixtures remove what a killed run left behind.
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+# Tests that share a session (or module) fixture run on one pytest-xdist worker
+# (launch/test.sh: -n 2 --dist loadgroup), which then makes that fixture once.
+SHARED_FIXTURE_GROUPS = {
+    "smoke_run": "smoke_run",
+    "podman_env": "podman",
+    "finished_run": "finished",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items if config.pluginmanager.hasplugin("xdist") else ():
+        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # The slow tests first, so that two workers do not end on one long test each after the other
+    # ran out of work. A stable sort: the same order on every worker, as xdist requires.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def free_port() -> int:
@@ -340,37 +360,9 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
     return server, learner, collector, run
 
 
-BUILD_IMAGE = os.path.join(REPO_ROOT, "docker", "build_local.sh")
-
-
 @pytest.fixture(scope="session")
-def podman_env():
-    """Builds the image once; returns the environment that points podman at its storage."""
-    started = time.monotonic()
-    result = subprocess.run([BUILD_IMAGE], capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    print(f"{result.stdout.strip()} (test saw {time.monotonic() - started:.0f}s)")
-    exports = subprocess.run(
-        [BUILD_IMAGE, "--print-env"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.split()[1:]
-    env = dict(item.split("=", 1) for item in exports)  # CONTAINERS_CONF, ..._STORAGE_CONF
-    remove_stale_containers(dict(os.environ, **env))
-    return env
+def podman_env() -> dict:
+    """The image, built once for the session; the environment that points podman at it."""
+    from tests.podman import build_image
 
-
-def remove_stale_containers(env) -> None:
-    """Containers left by a test run that was killed (named after a pytest pid now gone)."""
-    names = subprocess.run(
-        ["podman", "ps", "-a", "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    ).stdout.split()
-    stale = [
-        name
-        for name in names
-        if name.startswith("dsac-test-") and not alive(int(name.split("-")[2]))
-    ]
-    if stale:
-        subprocess.run(["podman", "rm", "-f", *stale], capture_output=True, timeout=120, env=env)
+    return build_image()

@@ -132,7 +132,15 @@ def test_launcher_names_the_port_in_use(busy_port, tmp_path):
     assert f"cannot listen on port {busy_port}" in line
 
 
-@pytest.mark.parametrize("module", ["learner", "collector", "evaluator"])
+@pytest.mark.parametrize(
+    "module",
+    # One role in the quick tier: each waits connect_timeout_s (8 s) on purpose.
+    [
+        "learner",
+        pytest.param("collector", marks=pytest.mark.slow),
+        pytest.param("evaluator", marks=pytest.mark.slow),
+    ],
+)
 def test_unreachable_server_retries_then_fails(module, tmp_path):
     port = free_port()  # nothing listens there
     result = run_role(

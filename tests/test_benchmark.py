@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 BENCHMARK = f"{REPO_ROOT}/benchmarks/throughput.py"
@@ -27,6 +29,7 @@ KEYS = [
 ]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
     output = tmp_path / "throughput.json"
     log = tmp_path / "throughput.log"

@@ -3,11 +3,14 @@
 import json
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 SCRIPT = f"{REPO_ROOT}/benchmarks/big_table.py"
 
 
+@pytest.mark.slow
 def test_quick_big_table_fills_checkpoints_and_restores(processes, tmp_path):
     output, log, root = tmp_path / "big.json", tmp_path / "big.log", tmp_path / "run"
     command = [sys.executable, SCRIPT, "--quick", "--root_dir", root, "--output", output]

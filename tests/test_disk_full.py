@@ -68,6 +68,7 @@ def wait_until_true(condition, what: str, learner, timeout_s: float = 120) -> No
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one(processes, tmp_path, small_disk):
     _, learner, _, run = start_by_hand(
         processes,
@@ -98,6 +99,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(processes, tmp_path, s
     assert start["train_step"] == int(saved.rsplit("-", 1)[1])
 
 
+@pytest.mark.slow
 def test_policy_export_on_a_full_disk_keeps_the_previous_policy(processes, tmp_path, small_disk):
     _, learner, _, run = start_by_hand(
         processes,

@@ -94,6 +94,7 @@ def test_weights_of_another_shape_are_ignored_until_the_next_push(server, caplog
     assert puller.pull() == 6
 
 
+@pytest.mark.slow
 def test_a_run_with_a_hostile_client_finishes(processes, tmp_path):
     """Server, learner and collector by hand; foreign items wait at the head of the feed (so the
     learner's first take meets them) and foreign weights arrive mid-run; the learner reaches its

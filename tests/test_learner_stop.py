@@ -4,11 +4,14 @@ by a restart from the checkpoint it wrote on the way out."""
 import json
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 SCRIPT = f"{REPO_ROOT}/benchmarks/learner_stop.py"
 
 
+@pytest.mark.slow
 def test_quick_learner_stop_times_each_stop(processes, tmp_path):
     output, log = tmp_path / "stop.json", tmp_path / "stop.log"
     proc = processes.start([sys.executable, SCRIPT, "--quick", "--output", str(output)], log)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from distributed_sac.layout import RunDir
 from tests.conftest import PENDULUM_GIN, REPO_ROOT, free_port, read
 
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 
 
+@pytest.mark.slow
 def test_pendulum_return_rises_above_minus_400(processes, tmp_path):
     root = tmp_path / "pendulum"
     out = tmp_path / "launcher.out"

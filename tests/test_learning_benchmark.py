@@ -21,6 +21,7 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
+@pytest.mark.slow
 def test_quick_learning_benchmark_compares_loop_and_cluster(processes, tmp_path):
     out = tmp_path / "results"
     log = tmp_path / "learning.log"
@@ -95,6 +96,7 @@ def _error(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_arguments_get_one_line_errors(tmp_path):
     new = str(tmp_path / "new")
     assert _error(_run("--seeds", "0", "--output_dir", new)) == (

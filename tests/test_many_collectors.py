@@ -5,11 +5,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, run_processes_of
 
 SCRIPT = f"{REPO_ROOT}/benchmarks/many_collectors.py"
 
 
+@pytest.mark.slow
 def test_eight_collectors_hold_the_ratio_and_stop_at_the_final_step(processes, tmp_path):
     output, log, root = tmp_path / "many.json", tmp_path / "many.log", tmp_path / "run"
     command = [sys.executable, SCRIPT, "--quick", "--root_dir", root, "--output", output]

@@ -95,6 +95,7 @@ def hosts(processes):
         assert not [word for word in listed.split() if word.endswith(f"-{made.tag}")], listed
 
 
+@pytest.mark.slow
 def test_roles_on_separate_hosts_complete_a_run(processes, tmp_path, hosts):
     names = ["server", "learner", "collector0", "collector1", "evaluator"]
     namespaces = {name: hosts.add(name) for name in names}

@@ -64,6 +64,7 @@ def test_two_episodes_to_video(smoke_root, tmp_path, extension, max_steps):
     )
 
 
+@pytest.mark.slow
 def test_bad_input(smoke_root, tmp_path):
     """Each bad input: exit code 2 and one line naming it, before any episode is played."""
     policy = ["--policy_dir", RunDir(str(smoke_root)).greedy_policy]

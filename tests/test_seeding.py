@@ -7,6 +7,7 @@ import random
 import signal
 
 import numpy as np
+import pytest
 import reverb
 
 from tests.conftest import SMOKE_GIN, start_server, wait_for_line
@@ -30,6 +31,7 @@ def _initial_weights(processes, tmp_path, address, seed: int, name: str) -> list
         learner.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_learners_with_one_seed_push_identical_initial_weights(processes, tmp_path):
     address, _, _ = start_server(processes, tmp_path)
     first = _initial_weights(processes, tmp_path, address, 0, "seed0")

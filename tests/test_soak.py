@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, run_processes_of
 
 SOAK = f"{REPO_ROOT}/benchmarks/soak.py"
 ROLES = {"replay_server", "learner", "collector-0", "collector-1", "evaluator"}
 
 
+@pytest.mark.slow
 def test_quick_soak_samples_every_role_and_stops_the_run(processes, tmp_path):
     output, log, root = tmp_path / "soak.json", tmp_path / "soak.log", tmp_path / "run"
     command = [sys.executable, SOAK, "--quick", "--root_dir", root, "--output", output]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from tests.conftest import SMOKE_GIN, read, reports, start_server
 
 
+@pytest.mark.slow
 def test_mirrored_learner_trains_and_pushes_weights_a_collector_pulls(processes, tmp_path):
     address, _, _ = start_server(processes, tmp_path)
     common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]

@@ -4,6 +4,7 @@ learner, so a TF-Agents user's own actor can act with the weights this learner t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container as tfa_container
 from tf_agents.policies import greedy_policy
@@ -26,6 +27,7 @@ def _observations(builder, count):
     return observations
 
 
+@pytest.mark.slow
 def test_reverb_variable_container_follows_the_learner(processes, tmp_path):
     address, _, _ = start_server(processes, tmp_path)
     common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
