@@ -1,6 +1,6 @@
 """The image built for real with podman (docker/build_local.sh), two collectors running in it
-against a replay server and a learner on the host. Needs root (CI is); installs podman with
-apt-get when it is missing."""
+against a replay server and a learner on the host. Needs root (CI is); podman and what it runs
+on come from launch/system-packages.txt (launch/test.sh and build_local.sh install them)."""
 
 from __future__ import annotations
 
