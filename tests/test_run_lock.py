@@ -31,7 +31,8 @@ def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_pat
     after --orphan_wait_s (10 s here, 30 by default) saying why. Once the learner has
     checkpointed and exited, the same relaunch resumes from that checkpoint."""
     root = tmp_path / "run"
-    args = bindings("RunConfig.num_iterations = 1200", "FaultInjection.stop_delay_s = 30")
+    # Killed at its first checkpoint (train step 150), the run is far from its 600th step.
+    args = bindings("RunConfig.num_iterations = 600", "FaultInjection.stop_delay_s = 30")
     launcher, _ = launch(processes, root, *args)
     run = RunDir(str(root))
     wait_until(lambda: reports(run.log("learner"), "learner_checkpoint"), "a checkpoint", launcher)
@@ -68,7 +69,7 @@ def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_pat
     assert run_processes_of(root) == []
     (saved,) = reports(run.log("learner"), "learner_stopped")  # its checkpoint on the way out
     relaunch, relaunch_out = launch(
-        processes, root, *bindings("RunConfig.num_iterations = 1200"), out=tmp_path / "again.out"
+        processes, root, *bindings("RunConfig.num_iterations = 600"), out=tmp_path / "again.out"
     )
     finish(relaunch, relaunch_out)
     resumed = reports(run.log("learner"), "learner_start")[-1]

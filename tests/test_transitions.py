@@ -50,7 +50,12 @@ def test_pack_then_unpack_restores_every_field_with_its_dtype():
 def test_learner_dataset_yields_the_pairs_collectors_wrote():
     config = load_gin(
         [SMOKE_GIN],
-        ["RunConfig.initial_collect_steps = 10", "RunConfig.batch_size = 16"],
+        # A feed that holds all 247 pairs (smoke.gin's slack is 100).
+        [
+            "RunConfig.initial_collect_steps = 10",
+            "RunConfig.batch_size = 16",
+            "RunConfig.rate_limiter_slack_steps = 1000",
+        ],
     )
     builder = Builder(config)
     server = reverb.Server(builder.make_tables())
