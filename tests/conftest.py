@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -45,6 +47,42 @@ SHARED_FIXTURE_GROUPS = {
     "podman_env": "podman",
     "finished_run": "finished",
 }
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu_times",
+        metavar="FILE",
+        help="append each test's CPU seconds (its own and its reaped processes') and wall time "
+        "to FILE as JSON lines (what docs/testing.md's CPU table comes from)",
+    )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With --cpu_times: the suite is bound by CPU, so a test's cost is its CPU seconds, not its
+    wall time beside another worker's test. A process a test starts counts once reaped (every
+    Processes entry and subprocess.run is)."""
+    path = item.config.getoption("cpu_times")
+    if not path:
+        yield
+        return
+    (own0, children0), began = _cpu_seconds(), time.monotonic()
+    yield
+    own1, children1 = _cpu_seconds()
+    line = {
+        "test": item.nodeid,
+        "cpu_s": round(own1 - own0 + children1 - children0, 1),
+        "wall_s": round(time.monotonic() - began, 1),
+    }
+    with open(path, "a") as f:  # each worker appends whole lines
+        f.write(json.dumps(line) + "\n")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
