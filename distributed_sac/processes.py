@@ -200,13 +200,21 @@ class Process:
         """Sends `signum` to the process (or its whole process group) if it still runs."""
         if self.poll() is not None:
             return
+        if group:
+            signal_group(self.pid, signum)
+            return
         try:
-            if group:
-                os.killpg(self.pid, signum)
-            else:
-                self.popen.send_signal(signum)
+            self.popen.send_signal(signum)
         except ProcessLookupError:
             pass
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Sends `signum` to the process group `pid` leads, if any of it is left."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run_bounded(
@@ -232,18 +240,12 @@ def run_bounded(
     try:
         stdout, stderr = popen.communicate(input, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_group(popen.pid, signal.SIGKILL)
         stdout, stderr = popen.communicate()
         raise subprocess.TimeoutExpired(popen.args, timeout_s, stdout, stderr) from None
     finally:
         if popen.poll() is None:  # interrupted (Ctrl-C, a test's failure): leave nothing behind
-            try:
-                os.killpg(popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
     return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
@@ -262,7 +264,4 @@ def stop(processes: Iterable[Process], grace_s: float, group: bool = False) -> N
             process.send_signal(signal.SIGKILL, group)
             process.wait()
         if group:  # children that outlived their group leader
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(process.pid, signal.SIGKILL)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 
@@ -27,7 +26,7 @@ def _initial_weights(processes, tmp_path, address, seed: int, name: str) -> list
         )
         return [np.asarray(column[0]) for column in sample.data]
     finally:
-        os.killpg(learner.pid, signal.SIGKILL)  # it waits for experience that never comes
+        learner.send_signal(signal.SIGKILL, group=True)  # it waits for experience that never comes
         learner.wait(timeout=30)
 
 
