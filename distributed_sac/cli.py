@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 
 from distributed_sac import entrypoint  # noqa: E402
+from distributed_sac.addresses import check_address  # noqa: E402
 from distributed_sac.config import RunConfig, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
@@ -29,8 +30,6 @@ flags.DEFINE_string(
 
 def load_config() -> RunConfig:
     """The run config from the gin flags, once the server addresses are checked."""
-    from distributed_sac.replay.connection import check_address
-
     check_address(FLAGS.replay_server_address, "--replay_server_address")
     if FLAGS.variable_container_address:
         check_address(FLAGS.variable_container_address, "--variable_container_address")

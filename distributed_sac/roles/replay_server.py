@@ -11,11 +11,12 @@ import time
 from absl import flags, logging
 
 from distributed_sac import cli
+from distributed_sac.addresses import check_port
 from distributed_sac.builder import Builder
 from distributed_sac.errors import ServerCallTimeout, UserError, first_line
 from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import server_checkpoints, tables
-from distributed_sac.replay.connection import BoundedCall, check_port
+from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.reports import report
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")

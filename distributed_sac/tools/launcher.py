@@ -20,17 +20,18 @@ import socket
 import sys
 import time
 
-# The launcher imports TensorFlow only to validate gin; keep its C++ start-up noise quiet.
+# The launcher imports TensorFlow once the cluster runs (replay summaries); keep its C++
+# start-up noise quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
 from distributed_sac import processes, run_lock  # noqa: E402
+from distributed_sac.addresses import check_port  # noqa: E402
 from distributed_sac.config import BUNDLED_GIN_DIR, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
 from distributed_sac.processes import describe_exit  # noqa: E402
-from distributed_sac.replay.connection import check_port  # noqa: E402
 from distributed_sac.tools.cluster import (  # noqa: E402
     REPLAY_SERVER_GRACE_S,
     SHUTDOWN_GRACE_S,

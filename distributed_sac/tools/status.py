@@ -18,6 +18,7 @@ import time
 from absl import flags
 
 from distributed_sac import best_policy, cli, evaluation, reports
+from distributed_sac.addresses import check_address
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
 
@@ -134,7 +135,6 @@ def main() -> None:
         BoundedCall,
         Reconnecting,
         abandon_calls,
-        check_address,
         connect,
     )
     from distributed_sac.tools import monitor
