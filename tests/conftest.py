@@ -45,7 +45,6 @@ def pytest_configure(config):
 SHARED_FIXTURE_GROUPS = {
     "smoke_run": "smoke_run",
     "podman_env": "podman",
-    "finished_run": "finished",
 }
 
 

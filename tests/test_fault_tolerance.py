@@ -302,22 +302,6 @@ def test_sigterm_waits_for_the_servers_slow_last_checkpoint_and_a_relaunch_conti
     print(f"stopped at train_step {stopped['train_step']}, relaunch resumed there; tables {saved}")
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A completed smoke run whose learner checkpointed at train_step 150."""
-    from tests.conftest import Processes
-
-    root = tmp_path_factory.mktemp("finished") / "run"
-    processes = Processes()
-    try:
-        launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 150"))
-        finish(launcher, out)
-    finally:
-        processes.stop_all()
-    assert (Path(RunDir(str(root)).checkpoints) / "ckpt-150.index").exists()
-    return root
-
-
 def relaunch_fails(processes, source, target, *extra) -> str:
     shutil.copytree(source, target)
     launcher, out = launch(processes, target, *extra)
@@ -327,30 +311,38 @@ def relaunch_fails(processes, source, target, *extra) -> str:
 
 
 @pytest.mark.slow
-def test_mismatched_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
+def test_mismatched_checkpoint_is_named(processes, tmp_path, smoke_root, no_leftovers):
+    """A copy of the session's smoke run (checkpoints at train steps 150 and 300), relaunched
+    with another critic: the learner names its newest checkpoint and exits 2."""
     line = relaunch_fails(
         processes,
-        finished_run,
+        smoke_root,
         tmp_path / "run",
         *bindings("make_critic_network.joint_fc_layer_params = (16, 16)"),
     )
     print(line)
     assert line.startswith("local.sh: error: learner exited with code 2: learner: error: ")
     assert "error: checkpoint " in line
-    assert "ckpt-150 does not match this config" in line
+    assert "ckpt-300 does not match this config" in line
 
 
 @pytest.mark.slow
-def test_corrupted_checkpoint_is_named(processes, tmp_path, finished_run, no_leftovers):
+def test_corrupted_checkpoint_is_named(processes, tmp_path, smoke_root, no_leftovers):
+    """A copy of the session's smoke run with both its checkpoints overwritten by noise: the
+    learner falls back from the newest to the older one, cannot read that either, and names
+    both."""
     target = tmp_path / "run"
-    shutil.copytree(finished_run, target)
-    (data,) = Path(RunDir(str(target)).checkpoints).glob("ckpt-150.data-*")
-    data.write_bytes(os.urandom(data.stat().st_size))
+    shutil.copytree(smoke_root, target)
+    checkpoints = Path(RunDir(str(target)).checkpoints)
+    for step in (150, 300):
+        (data,) = checkpoints.glob(f"ckpt-{step}.data-*")
+        data.write_bytes(os.urandom(data.stat().st_size))
     shutil.move(target, tmp_path / "corrupted")
     line = relaunch_fails(processes, tmp_path / "corrupted", target)
     print(line)
     assert line.startswith("local.sh: error: learner exited with code 2: learner: error: cannot")
     assert "ckpt-150 (corrupted?)" in line
+    assert f"; nor the newer {checkpoints / 'ckpt-300'}" in line, line
 
 
 @pytest.mark.slow
