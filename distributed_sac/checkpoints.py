@@ -39,6 +39,10 @@ class LearnerCheckpoints:
     def latest(self) -> str | None:
         return self._manager.latest_checkpoint
 
+    def latest_is_at(self, train_step: int) -> bool:
+        """Whether the newest checkpoint is ckpt-<train_step>."""
+        return self.latest == os.path.join(self.directory, f"ckpt-{train_step}")
+
     def save(self, train_step: int) -> str:
         """Writes checkpoint ckpt-<train_step> and returns its path. On a full disk, removes
         what it wrote of it and raises DiskFull: the previous checkpoint stays the latest."""

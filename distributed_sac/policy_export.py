@@ -76,6 +76,8 @@ class PolicyExporter:
 
     def __init__(self, policies_dir: str, collect_policy, train_step):
         self._policies_dir = policies_dir
+        self._train_step = train_step
+        self.exported_at: int | None = None  # the train step of this process's last export
         self._savers = {
             GREEDY_POLICY: policy_saver.PolicySaver(
                 greedy_policy.GreedyPolicy(collect_policy), train_step=train_step
@@ -86,3 +88,4 @@ class PolicyExporter:
     def export(self) -> None:
         for name, saver in self._savers.items():
             publish_dir(os.path.join(self._policies_dir, name), saver.save)
+        self.exported_at = int(self._train_step.numpy())

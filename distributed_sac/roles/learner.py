@@ -312,9 +312,9 @@ def main() -> None:
             "FaultInjection: waiting %.0fs before the final checkpoint", faults.stop_delay_s
         )
         time.sleep(faults.stop_delay_s)
-    path, seconds = timed(checkpoints.save, step)
     learner.train_summary_writer.flush()
     if stop.requested:
+        path, seconds = timed(checkpoints.save, step)
         # From the signal to the checkpoint written: what a supervisor's grace period must cover.
         report(
             "learner_stopped",
@@ -325,7 +325,11 @@ def main() -> None:
         )
         # Not 0: training is unfinished, so a supervisor should start the learner again.
         sys.exit(128 + signal.SIGTERM)
-    exporter.export()
+    # A run that ends on a multiple of the intervals was just checkpointed and exported by the
+    # triggers, with these very weights: saving them again would cost a second write of each.
+    path = checkpoints.latest if checkpoints.latest_is_at(step) else checkpoints.save(step)
+    if exporter.exported_at != step:
+        exporter.export()
     report(
         "learner_done",
         train_step=step,
