@@ -10,11 +10,7 @@ import sys
 import time
 from typing import NamedTuple
 
-import tensorflow as tf
 from absl import flags, logging
-from tf_agents.agents import tf_agent
-from tf_agents.train import learner as tfa_learner
-from tf_agents.utils import common
 
 import gin
 from distributed_sac import cli
@@ -59,6 +55,7 @@ class StopRequest:
 def policy_summaries(agent, train_step, summary_interval: int):
     """An after-train-step hook writing SAC's alpha and the policy's entropy (on the batch just
     trained on) every `summary_interval` steps; TF-Agents writes only the three losses."""
+    import tensorflow as tf
     from tf_agents.trajectories import time_step as ts
 
     def write(experience):
@@ -97,6 +94,8 @@ class ProgressLog:
         self._window_start, self._window_step = time.monotonic(), train_step
 
     def __call__(self, train_step: int, loss: float) -> None:
+        import tensorflow as tf
+
         now = time.monotonic()
         rate = (train_step - self._window_step) / max(now - self._window_start, 1e-9)
         report(
@@ -130,6 +129,8 @@ class Training:
         )
 
     def _run_chunk(self, iterations: int) -> float:
+        import tensorflow as tf
+
         try:
             loss = float(self._learner.run(iterations=iterations).loss)
         except tf.errors.InvalidArgumentError as error:
@@ -188,25 +189,10 @@ def _replica_batch_size(batch_size: int, replicas: int) -> int:
     return batch_size // replicas
 
 
-class ChunkLearner(tfa_learner.Learner):
-    """TF-Agents' Learner with one copy of the train step in its graph. The base class runs one
-    step before its loop to learn the loss's structure, so its graph holds two copies of SAC's
-    train step, and tracing them is a learner's largest start-up cost after importing
-    TensorFlow (docs/testing.md); here only the total loss, a scalar, leaves the loop."""
-
-    @common.function(autograph=True)
-    def _train(self, iterations, iterator, parallel_iterations):
-        loss = tf.constant(0.0)
-        for _ in tf.range(iterations):
-            tf.autograph.experimental.set_loop_options(parallel_iterations=parallel_iterations)
-            step_loss = self.single_train_step(iterator).loss
-            loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, step_loss, axis=None)
-        return tf_agent.LossInfo(loss=loss, extra=())
-
-
 def make_learner(builder: Builder, run_dir, strategy, replay):
     """(agent, train_step, TF-Agents Learner) in the strategy's scope, its dataset sampling the
     learner's `replay`, each replica its share of the batch."""
+    from tf_agents.train import learner as tfa_learner
     from tf_agents.train.utils import train_utils
 
     config = builder.config
@@ -215,7 +201,7 @@ def make_learner(builder: Builder, run_dir, strategy, replay):
     with strategy.scope():
         train_step = train_utils.create_train_step()
         agent = builder.make_agent(train_step)
-    learner = ChunkLearner(
+    learner = tfa_learner.Learner(
         run_dir.root,  # TF-Agents writes its summaries to <root_dir>/train (layout.TRAIN)
         train_step,
         agent,
@@ -258,6 +244,8 @@ def make_triggers(config, learner, checkpoints, exporter, train_step: int, repla
 
 
 def main() -> None:
+    import tensorflow as tf
+
     from distributed_sac.checkpoints import LearnerCheckpoints
     from distributed_sac.learner_replay import ExperienceIntake
     from distributed_sac.policy_export import PolicyExporter
