@@ -20,8 +20,8 @@ import socket
 import sys
 import time
 
-# The launcher imports TensorFlow once the cluster runs (replay summaries); keep its C++
-# start-up noise quiet.
+# The launcher imports TensorFlow to check the gin config (agent.py registers configurables)
+# and for its replay summaries; keep its C++ start-up noise quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
