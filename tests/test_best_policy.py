@@ -102,3 +102,39 @@ def test_a_plain_directory_from_an_older_run_is_taken_over(tmp_path):
     publish_dir(str(final), write)
     assert final.is_symlink() and (final / "new").read_text() == "new"
     assert [os.path.basename(v) for v in published_versions(str(final))] == ["greedy_policy.v2"]
+
+
+def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_evaluator(
+    greedy, tmp_path
+):
+    """The evaluator saves a better policy before its metrics.jsonl line. Killed between the
+    two, its restart appends the policy's record as the line, so the best policy stays the best
+    evaluation (a kill during the save leaves neither: the earlier best, no line)."""
+    import tensorflow as tf
+
+    from distributed_sac import evaluation as metrics
+    from distributed_sac.layout import RunDir
+    from distributed_sac.roles import evaluator
+
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.eval)
+    summaries = tf.summary.create_file_writer(run.eval)
+    keeper = BestPolicyKeeper(run.best_greedy_policy, greedy.tf_policy)
+
+    def result(step, value):
+        return {**evaluation(step, value), "AverageEpisodeLength": 100.0, "wall_time": 1.0 + step}
+
+    evaluator._write(run, summaries, result(0, -1.0), keeper)
+    evaluator._write(run, summaries, result(100, -2.0), keeper)
+    assert keeper.offer(result(200, 0.5))  # killed here: the policy saved, not its line
+    last = evaluator.last_evaluated_step(run.metrics)
+    assert last == 100
+
+    restarted = BestPolicyKeeper(run.best_greedy_policy, greedy.tf_policy)
+    assert evaluator.restore_cut_line(run, summaries, restarted.best, last) == 200
+    lines, _ = metrics.read_evaluations(run.metrics)
+    assert [line["train_step"] for line in lines] == [0, 100, 200]
+    assert restarted.best == lines[-1] == max(lines, key=lambda line: line["AverageReturn"])
+    # A line already there is not written twice.
+    assert evaluator.restore_cut_line(run, summaries, restarted.best, 200) == 200
+    assert len(metrics.read_evaluations(run.metrics)[0]) == 3

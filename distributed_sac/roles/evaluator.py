@@ -43,7 +43,8 @@ def is_due(step: int, last_evaluated: int | None, config) -> bool:
     return step // config.eval_interval > last_evaluated // config.eval_interval
 
 
-def _write(run_dir, summaries, result: dict, best: BestPolicyKeeper) -> None:
+def _log_evaluation(run_dir, summaries, result: dict) -> None:
+    """The evaluation's line in metrics.jsonl, its TensorBoard scalars and its report."""
     import tensorflow as tf
 
     if not math.isfinite(result["AverageReturn"]):
@@ -54,9 +55,29 @@ def _write(run_dir, summaries, result: dict, best: BestPolicyKeeper) -> None:
         tf.summary.scalar("Metrics/AverageEpisodeLength", result["AverageEpisodeLength"])
     summaries.flush()
     report("evaluation", **result)
-    # After metrics.jsonl: a restarted evaluator re-evaluates a step only if its line is missing.
+
+
+def _write(run_dir, summaries, result: dict, best: BestPolicyKeeper) -> None:
+    # The best policy before the line: a kill while the policy is saved (seconds) leaves the
+    # previous best and no line, and a kill between the two (an instant) leaves a record that a
+    # restarted evaluator appends as the line (restore_cut_line). Line first, a kill during the save
+    # lost a best policy whose evaluation metrics.jsonl kept.
     if best.offer(result):
         report("best_policy", path=best.policy_dir, **result)
+    _log_evaluation(run_dir, summaries, result)
+
+
+def restore_cut_line(run_dir, summaries, best_record: dict | None, last_evaluated: int | None):
+    """Appends the best policy's record as its evaluation when metrics.jsonl has no line for
+    it (the evaluator was killed after saving the policy, before writing the line); the last
+    evaluated train step after that."""
+    if best_record is None:
+        return last_evaluated
+    if last_evaluated is not None and best_record["train_step"] <= last_evaluated:
+        return last_evaluated
+    logging.info("metrics.jsonl lacks the best policy's evaluation; appending its record")
+    _log_evaluation(run_dir, summaries, best_record)
+    return best_record["train_step"]
 
 
 def main() -> None:
@@ -87,6 +108,7 @@ def main() -> None:
         logging.info("best policy so far: %s", describe(best.best))
     if last_evaluated is not None:
         report("evaluator_resumed", last_evaluated=last_evaluated)
+    last_evaluated = restore_cut_line(run_dir, summaries, best.best, last_evaluated)
     while last_evaluated is None or last_evaluated < config.num_iterations:
         try:
             weights, experience = server.parts
