@@ -15,6 +15,7 @@ if [ "${1:-}" = "--quick" ]; then
   shift
   quick=(-m "not slow")
 fi
-# Two workers: one by one, the tests kept 1.1 of 2 cores busy (docs/testing.md): start-ups are
-# single-threaded and fault tests wait on purpose. Tests sharing a session fixture share a worker.
-exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "${quick[@]}" "$@"
+# Three workers on two cores: start-ups are single-threaded and fault tests wait on purpose, so
+# two workers left the cores idle a sixth of the time (docs/testing.md). Tests sharing a session
+# fixture share a worker.
+exec "$VENV/bin/python" -m pytest -n 3 --dist loadgroup "${quick[@]}" "$@"

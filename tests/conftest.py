@@ -41,7 +41,7 @@ def pytest_configure(config):
 
 
 # Tests that share a session (or module) fixture run on one pytest-xdist worker
-# (launch/test.sh: -n 2 --dist loadgroup), which then makes that fixture once.
+# (launch/test.sh: -n 3 --dist loadgroup), which then makes that fixture once.
 SHARED_FIXTURE_GROUPS = {
     "smoke_run": "smoke_run",
     "podman_env": "podman",
@@ -90,7 +90,7 @@ def pytest_collection_modifyitems(config, items):
         group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in item.fixturenames), None)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-    # The slow tests first, so that two workers do not end on one long test each after the other
+    # The slow tests first, so that the workers do not end on one long test each after the other
     # ran out of work. A stable sort: the same order on every worker, as xdist requires.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
