@@ -1,5 +1,5 @@
 """Checks of a server's port and host:port flags; plain string checks, so a launcher or a tool
-can name a bad flag without importing TensorFlow or Reverb (about 2 CPU-s per process)."""
+can name a bad flag without importing TensorFlow or Reverb (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -59,15 +59,17 @@ def _log_evaluation(run_dir, summaries, result: dict) -> None:
 
 def _write(run_dir, summaries, result: dict, best: BestPolicyKeeper) -> None:
     # The best policy before the line: a kill while the policy is saved (seconds) leaves the
-    # previous best and no line, and a kill between the two (an instant) leaves a record that a
-    # restarted evaluator appends as the line (restore_cut_line). Line first, a kill during the save
-    # lost a best policy whose evaluation metrics.jsonl kept.
+    # previous best and no line, and a kill between the two (an instant) leaves a record that
+    # a restarted evaluator appends as the line (restore_cut_line). Line first, a kill during
+    # the save lost a best policy whose evaluation metrics.jsonl kept.
     if best.offer(result):
         report("best_policy", path=best.policy_dir, **result)
     _log_evaluation(run_dir, summaries, result)
 
 
-def restore_cut_line(run_dir, summaries, best_record: dict | None, last_evaluated: int | None):
+def restore_cut_line(
+    run_dir, summaries, best_record: dict | None, last_evaluated: int | None
+) -> int | None:
     """Appends the best policy's record as its evaluation when metrics.jsonl has no line for
     it (the evaluator was killed after saving the policy, before writing the line); the last
     evaluated train step after that."""
