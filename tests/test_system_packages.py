@@ -25,8 +25,8 @@ def listed(*groups: str) -> list[str]:
     return [package for group, package in rows if group in groups]
 
 
-def ensure(*groups: str, env=None, prefix=()) -> subprocess.CompletedProcess:
-    script = f'source "{COMMON_SH}" && ensure_system_packages "$@"'
+def ensure(*groups: str, env=None, prefix=(), common_sh=COMMON_SH) -> subprocess.CompletedProcess:
+    script = f'source "{common_sh}" && ensure_system_packages "$@"'
     return run_bounded([*prefix, "bash", "-c", script, "ensure", *groups], 600, env=env)
 
 
@@ -59,10 +59,15 @@ def test_after_launch_test_sh_every_listed_package_is_installed_and_a_rerun_does
 @debian
 def test_a_user_who_cannot_install_is_told_the_one_command():
     # dpkg-query says iproute2 is missing; the user is not root, so nothing is installed. (Under
-    # /tmp itself: pytest's own tmp_path is closed to other users.)
+    # /tmp itself, with copies of the scripts: pytest's own tmp_path, and a checkout under a
+    # directory of mode 0700, are closed to other users.)
     fake = tempfile.mkdtemp(prefix="dsac-fake-dpkg-")
     try:
         os.chmod(fake, 0o755)
+        launch = os.path.join(fake, "launch")
+        os.mkdir(launch)
+        for path in (COMMON_SH, LIST):
+            shutil.copy(path, launch)
         with open(os.path.join(fake, "dpkg-query"), "w") as script:
             script.write(
                 '#!/bin/sh\nfor last; do :; done\n[ "$last" = iproute2 ] && exit 1\n'
@@ -73,7 +78,7 @@ def test_a_user_who_cannot_install_is_told_the_one_command():
         prefix = ()
         if os.geteuid() == 0:
             prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
-        result = ensure("test", env=env, prefix=prefix)
+        result = ensure("test", env=env, prefix=prefix, common_sh=os.path.join(launch, "common.sh"))
     finally:
         shutil.rmtree(fake)
     assert result.returncode == 1
