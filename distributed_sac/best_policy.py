@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
+from absl import logging
+
+from distributed_sac.faults import FaultInjection
 from distributed_sac.policy_export import publish_dir
 
 RECORD = "evaluation.json"
@@ -68,8 +72,13 @@ class BestPolicyKeeper:
         saver = self._make_saver()
         self._train_step.assign(int(result["train_step"]))
 
+        hold_s = FaultInjection().best_policy_save_hold_s
+
         def write(directory: str) -> None:
             saver.save(directory)
+            if hold_s:
+                logging.warning("FaultInjection: holding the best policy save for %.0fs", hold_s)
+                time.sleep(hold_s)
             with open(os.path.join(directory, RECORD), "w") as f:
                 json.dump(result, f, indent=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 from absl import logging
 
@@ -18,13 +19,18 @@ def make_eval_env(builder):
     return builder.make_env(seed=builder.config.seed + EVAL_SEED_OFFSET)
 
 
-def run_episodes(env, policy, num_episodes: int) -> dict:
-    """Plays complete episodes with `policy`; AverageReturn and AverageEpisodeLength."""
+def run_episodes(
+    env, policy, num_episodes: int, stop_requested: Callable[[], bool] = lambda: False
+) -> dict | None:
+    """Plays complete episodes with `policy`; AverageReturn and AverageEpisodeLength. None when
+    `stop_requested()` turned true meanwhile (checked at each step: the evaluation is dropped)."""
     returns, lengths = [], []
     for _ in range(num_episodes):
         time_step = env.reset()
         total, length = 0.0, 0
         while not time_step.is_last():
+            if stop_requested():
+                return None
             time_step = env.step(policy.action(time_step).action)
             total += float(time_step.reward)
             length += 1

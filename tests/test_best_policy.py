@@ -4,17 +4,28 @@ restart, published without a gap, loadable with TensorFlow alone."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
 
 from distributed_sac import best_policy
+from distributed_sac import evaluation as metrics
 from distributed_sac.best_policy import BestPolicyKeeper
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.numpy_policy import NumpyActorPolicy
 from distributed_sac.policy_export import publish_dir, published_versions
-from tests.conftest import SMOKE_GIN, standalone_action
+from tests.conftest import (
+    SMOKE_GIN,
+    bindings,
+    read,
+    reports,
+    standalone_action,
+    start_by_hand,
+    wait_for_line,
+)
 
 
 def evaluation(train_step: int, value: float) -> dict:
@@ -112,7 +123,6 @@ def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_eva
     evaluation (a kill during the save leaves neither: the earlier best, no line)."""
     import tensorflow as tf
 
-    from distributed_sac import evaluation as metrics
     from distributed_sac.layout import RunDir
     from distributed_sac.roles import evaluator
 
@@ -138,3 +148,44 @@ def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_eva
     # A line already there is not written twice.
     assert evaluator.restore_cut_line(run, summaries, restarted.best, 200) == 200
     assert len(metrics.read_evaluations(run.metrics)[0]) == 3
+
+
+@pytest.mark.slow
+def test_an_evaluator_stopped_while_it_saves_a_better_policy_finishes_the_save(processes, tmp_path):
+    """SIGTERM to a real evaluator held halfway through saving its first best policy (the
+    SavedModel written, evaluation.json not yet): it finishes the save and the evaluation's
+    line, then exits 143 (unfinished: a supervisor restarts it). The policy and the line agree,
+    and nothing half written is left."""
+    import tensorflow as tf
+
+    _, learner, _, run = start_by_hand(processes, tmp_path)
+    log = tmp_path / "evaluator.log"
+    evaluator = processes.role(
+        "evaluator",
+        [*learner.args[3:], *bindings("FaultInjection.best_policy_save_hold_s = 5")],
+        log,
+    )
+    wait_for_line(log, "FaultInjection: holding the best policy save", evaluator, timeout_s=240)
+    signalled = time.monotonic()
+    evaluator.send_signal(signal.SIGTERM)
+    code = evaluator.wait(timeout=60)
+    seconds = time.monotonic() - signalled
+    record = best_policy.read_record(run.best_greedy_policy)
+    lines, skipped = metrics.read_evaluations(run.metrics)
+    state = (
+        f"exit {code} {seconds:.1f}s after SIGTERM, record {record}, lines {lines}, "
+        f"policies/ {sorted(os.listdir(run.policies))}\n{read(log)[-3000:]}"
+    )
+    assert code == 128 + signal.SIGTERM, state
+    assert record is not None and skipped == 0, state
+    assert [(line["train_step"], line["AverageReturn"]) for line in lines] == [
+        (record["train_step"], record["AverageReturn"])
+    ], state
+    assert published_versions(run.best_greedy_policy) == [
+        os.path.realpath(run.best_greedy_policy)
+    ], state
+    policy = tf.saved_model.load(run.best_greedy_policy)
+    assert int(policy.get_train_step().numpy()) == record["train_step"]
+    (stopped,) = reports(log, "evaluator_stopped")
+    assert stopped["last_evaluated"] == record["train_step"]
+    assert seconds < 30, state  # the 5 s hold, then the line

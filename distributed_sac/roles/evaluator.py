@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
 import time
 
 from absl import flags, logging
@@ -15,6 +17,7 @@ from distributed_sac.errors import UserError
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
+from distributed_sac.stopping import StopRequest
 
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
 flags.DEFINE_integer(
@@ -85,6 +88,12 @@ def restore_cut_line(
 def main() -> None:
     import tensorflow as tf
 
+    # Before any slow work: a stop then never kills the evaluator mid-save (a SavedModel written,
+    # its record or its metrics.jsonl line not yet).
+    stop = StopRequest(
+        "once a best policy being saved and its metrics.jsonl line are written (an evaluation "
+        "being played is dropped)"
+    )
     config = cli.load_config()
     if FLAGS.nice < 0:
         raise UserError(f"--nice must not be negative, got {FLAGS.nice}")
@@ -111,7 +120,7 @@ def main() -> None:
     if last_evaluated is not None:
         report("evaluator_resumed", last_evaluated=last_evaluated)
     last_evaluated = restore_cut_line(run_dir, summaries, best.best, last_evaluated)
-    while last_evaluated is None or last_evaluated < config.num_iterations:
+    while not stop.requested and (last_evaluated is None or last_evaluated < config.num_iterations):
         try:
             weights, experience = server.parts
             step, pulled_time = weights.pull(), time.time()
@@ -123,19 +132,34 @@ def main() -> None:
             time.sleep(FLAGS.poll_interval_s)
             continue
         greedy.sync()
+        episodes = evaluation.run_episodes(
+            env, greedy, config.num_eval_episodes, lambda: stop.requested
+        )
+        if episodes is None:
+            break  # stopped mid-evaluation: nothing of it was written
         result = {
             "train_step": step,
             # Experience items on the server when the weights were pulled, times the action
             # repeat: the environment steps behind this policy (see tables.items_inserted; from 0
             # after a server restart; learning_curve counts on across restarts).
             "env_steps": env_steps * config.action_repeat,
-            **evaluation.run_episodes(env, greedy, config.num_eval_episodes),
+            **episodes,
             "weights_time": pulled_time,  # when the evaluated weights were pulled
             "wall_time": time.time(),  # when the evaluation finished
         }
+        # A stop requested from here on is read once the policy and the line are written (see
+        # _write): the signal handler only sets a flag.
         _write(run_dir, summaries, result, best)
         last_evaluated = step
     env.close()
+    if stop.requested:
+        report(
+            "evaluator_stopped",
+            last_evaluated=last_evaluated,
+            seconds_since_signal=round(time.monotonic() - stop.at, 2),
+        )
+        # Not 0: the run's evaluations are unfinished, so a supervisor should start it again.
+        sys.exit(128 + signal.SIGTERM)
     report("evaluator_done", last_evaluated=last_evaluated)
 
 

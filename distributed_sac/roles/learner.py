@@ -18,8 +18,9 @@ from distributed_sac.builder import Builder
 from distributed_sac.errors import CallAbandoned, UserError
 from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import tables
-from distributed_sac.replay.connection import Reconnecting, abandon_calls
+from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
+from distributed_sac.stopping import StopRequest
 from distributed_sac.strategy import STRATEGIES, make_strategy
 from distributed_sac.triggers import IntervalTrigger
 
@@ -29,27 +30,6 @@ flags.DEFINE_integer(
     "mirrored_cpu_devices", 2, "Logical CPU devices for --strategy mirrored on a host without GPUs."
 )
 FLAGS = flags.FLAGS
-
-
-class StopRequest:
-    """Set by SIGTERM, SIGINT or SIGHUP; the loop checkpoints and exits after the current chunk.
-    A call still waiting on a lost server then gives up, so the stop never waits for the server.
-    (SIGHUP: the kernel sends it to a stopped process whose launcher died.)"""
-
-    def __init__(self):
-        self.requested = False
-        self.at: float | None = None  # time.monotonic() of the first request
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._request)
-
-    def _request(self, signum, _frame):
-        logging.info(
-            "got %s; stopping after this chunk of train steps", signal.Signals(signum).name
-        )
-        if self.at is None:
-            self.at = time.monotonic()
-        self.requested = True
-        abandon_calls()
 
 
 def policy_summaries(agent, train_step, summary_interval: int):
@@ -259,7 +239,7 @@ def main() -> None:
     tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
     run_dir = cli.run_dir("learner")
-    stop = StopRequest()
+    stop = StopRequest("after this chunk of train steps")
     builder = Builder(config)
     address = FLAGS.replay_server_address
     builder.connect(address, (tables.FEED_TABLE,))  # a wrong server fails before any TF work
