@@ -1,10 +1,12 @@
 """Policies as standalone SavedModels under <root_dir>/policies/, each published without a gap.
 
 `publish_dir` is the one way a policy directory is replaced: the new SavedModel is written to a
-versioned directory beside it, then the name (a relative symlink) is switched to it by one
-`os.replace`, so a reader always finds a complete policy under the name, before and after,
-also when the writer is killed halfway. `greedy_policy/` and `collect_policy/` are the learner's
-newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
+versioned directory beside it and synced to disk, then the name (a relative symlink) is switched
+to it by one `os.replace`, so a reader always finds a complete policy under the name, before and
+after, also when the writer is killed halfway or the machine loses power. The version the name
+pointed at before stays until the next replacement, so a reader that resolved the name (`cp -rL`,
+play loading a SavedModel) can finish reading it. `greedy_policy/` and `collect_policy/` are the
+learner's newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
 """
 
 from __future__ import annotations
@@ -35,25 +37,32 @@ def published_versions(final: str) -> list[str]:
 def publish_dir(final: str, write: Callable[[str], None]) -> None:
     """Calls `write(directory)` on a fresh directory, then makes `final` name it atomically.
 
-    If writing fails (a full disk: DiskFull), what was written is removed and `final` still
-    names the previous version. Versions that no longer have the name (an older one, or one a
-    killed writer left half written) are removed afterwards. A `final` that is a plain
-    directory (runs written before this scheme) is moved to a version first.
+    The new version's files and directories are fsynced before the switch and the parent
+    directory after it, so after a crash the name points at a complete version. If writing
+    fails (a full disk: DiskFull), what was written is removed and `final` still names the
+    previous version. Afterwards the previous version is kept (a reader may have resolved the
+    name to it) and older ones, or one a killed writer left half written, are removed. A `final`
+    that is a plain directory (runs written before this scheme) is moved to a version first.
     """
     parent, name = os.path.split(final)
+    parent = parent or "."
     os.makedirs(parent, exist_ok=True)
     versions = published_versions(final)
     number = 1 + max((int(v.rsplit(VERSION_MARK, 1)[1]) for v in versions), default=0)
+    previous = os.readlink(final) if os.path.islink(final) else None
     if os.path.isdir(final) and not os.path.islink(final):
-        os.replace(final, f"{final}{VERSION_MARK}{number}")
+        previous = f"{name}{VERSION_MARK}{number}"
+        os.replace(final, os.path.join(parent, previous))
         number += 1
     target = f"{final}{VERSION_MARK}{number}"
     link = f"{final}.link"
     try:
         write(target)
+        sync_tree(target)
         if os.path.lexists(link):
             os.remove(link)
         os.symlink(os.path.basename(target), link)
+        sync_path(parent)  # the new version's entry and the link's, before the switch
     except BaseException as error:
         # The name still points at the last complete version.
         shutil.rmtree(target, ignore_errors=True)
@@ -66,9 +75,28 @@ def publish_dir(final: str, write: Callable[[str], None]) -> None:
             ) from None
         raise
     os.replace(link, final)
+    sync_path(parent)
+    kept = {os.path.basename(target), previous}
     for stale in published_versions(final):
-        if stale != target:
+        if os.path.basename(stale) not in kept:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def sync_path(path: str) -> None:
+    """fsync of one file or directory (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: str) -> None:
+    """fsync of every file and directory under `root`, each directory after its contents."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            sync_path(os.path.join(directory, name))
+        sync_path(directory)
 
 
 class PolicyExporter:

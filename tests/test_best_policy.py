@@ -16,7 +16,7 @@ from distributed_sac.best_policy import BestPolicyKeeper
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.numpy_policy import NumpyActorPolicy
-from distributed_sac.policy_export import publish_dir, published_versions
+from distributed_sac.policy_export import PolicyExporter, publish_dir, published_versions
 from tests.conftest import (
     SMOKE_GIN,
     bindings,
@@ -67,9 +67,8 @@ def test_only_a_better_evaluation_replaces_the_best_policy(greedy, tmp_path):
     assert not restarted.offer(evaluation(500, 1.0))
     assert restarted.offer(evaluation(600, 2.5))
     assert best_policy.read_record(policy_dir) == evaluation(600, 2.5)
-    # One version on disk: the one the name points at.
-    assert published_versions(policy_dir) == [os.path.realpath(policy_dir)]
-    assert not os.path.exists(first)
+    # The version the name points at and the one before it (for a reader that resolved it).
+    assert published_versions(policy_dir) == [first, os.path.realpath(policy_dir)]
 
     # It needs TensorFlow alone (README's snippet), and acts with the evaluated weights.
     action = standalone_action(policy_dir, tmp_path)
@@ -95,9 +94,108 @@ def test_a_writer_killed_halfway_leaves_the_published_policy(greedy, tmp_path):
         publish_dir(policy_dir, killed)
     assert os.path.realpath(policy_dir) == published
     assert best_policy.read_record(policy_dir) == evaluation(100, 1.0)
-    # The next publication clears the half-written version.
+    assert published_versions(policy_dir) == [published]  # what it wrote is removed
+    # A writer killed outright (SIGKILL, power loss) leaves its version behind: the next
+    # publication removes it, and keeps the one the name pointed at.
+    leftover = published.replace(".v1", ".v2")
+    os.makedirs(leftover)
+    with open(os.path.join(leftover, "saved_model.pb"), "wb") as f:
+        f.write(b"\x08half")
     assert BestPolicyKeeper(policy_dir, greedy.tf_policy).offer(evaluation(200, 2.0))
-    assert published_versions(policy_dir) == [os.path.realpath(policy_dir)]
+    assert published_versions(policy_dir) == [published, published.replace(".v1", ".v3")]
+    assert os.path.realpath(policy_dir) == published.replace(".v1", ".v3")
+
+
+def test_a_reader_that_resolved_a_learner_export_reads_it_after_the_next_export(tmp_path):
+    """`cp -rL` or play resolve a policy's name, then read its files for a while: the learner's
+    next export (the real one, PolicyExporter) leaves the version they resolved in place, and
+    the one after removes it."""
+    import tensorflow as tf
+
+    from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
+
+    policies = str(tmp_path / "policies")
+    train_step = tf.Variable(150, dtype=tf.int64)
+    exporter = PolicyExporter(
+        policies, Builder(load_gin([SMOKE_GIN], [])).make_policy(), train_step
+    )
+    exporter.export()
+    names = [os.path.join(policies, name) for name in (GREEDY_POLICY, COLLECT_POLICY)]
+    resolved = [os.path.realpath(name) for name in names]  # the readers hold these
+    train_step.assign(300)
+    exporter.export()
+    for name, version in zip(names, resolved):
+        assert os.path.realpath(name) != version  # replaced
+        # tf_agents (imported here) registers the collect policy's distribution specs.
+        assert int(tf.saved_model.load(version).get_train_step().numpy()) == 150, version
+        assert int(tf.saved_model.load(name).get_train_step().numpy()) == 300
+    train_step.assign(450)
+    exporter.export()
+    for name, version in zip(names, resolved):
+        assert not os.path.exists(version)  # a grace of one replacement, no more
+        assert len(published_versions(name)) == 2
+        assert published_versions(name)[-1] == os.path.realpath(name)
+
+
+def test_a_reader_that_resolved_the_best_policy_reads_it_after_a_better_one(greedy, tmp_path):
+    """The same for the evaluator's best policy (BestPolicyKeeper): a copy started before a
+    better evaluation replaced it still finds every file of the version it resolved."""
+    import subprocess
+
+    policy_dir = str(tmp_path / "best_greedy_policy")
+    keeper = BestPolicyKeeper(policy_dir, greedy.tf_policy)
+    assert keeper.offer(evaluation(100, 1.0))
+    resolved = os.path.realpath(policy_dir)
+    files = sorted(
+        os.path.relpath(os.path.join(d, f), resolved) for d, _, fs in os.walk(resolved) for f in fs
+    )
+    assert keeper.offer(evaluation(200, 2.0))
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", resolved, str(copy)], check=True, timeout=60)
+    copied = sorted(
+        os.path.relpath(os.path.join(d, f), copy) for d, _, fs in os.walk(copy) for f in fs
+    )
+    assert copied == files
+    assert best_policy.read_record(str(copy)) == evaluation(100, 1.0)
+    assert best_policy.read_record(policy_dir) == evaluation(200, 2.0)
+    assert keeper.offer(evaluation(300, 3.0))
+    assert not os.path.exists(resolved)
+    assert published_versions(policy_dir)[-1] == os.path.realpath(policy_dir)
+
+
+def test_a_new_version_is_on_disk_before_the_name_switches_to_it(greedy, tmp_path, monkeypatch):
+    """Every file and directory of a new best policy, and the directory holding it, are fsynced
+    before the switch, and that directory again after it (a crash then finds the name pointing
+    at a complete version)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source, destination):
+        events.append(("replace", os.path.realpath(os.path.dirname(destination))))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    policy_dir = str(tmp_path / "policies" / "best_greedy_policy")
+    parent = os.path.realpath(os.path.dirname(policy_dir))
+    keeper = BestPolicyKeeper(policy_dir, greedy.tf_policy)
+    for step in (100, 200):  # the first publication, then a replacement
+        events.clear()
+        assert keeper.offer(evaluation(step, step / 100))
+        version = os.path.realpath(policy_dir)
+        written = {version} | {
+            os.path.join(d, f) for d, dirs, files in os.walk(version) for f in files + dirs
+        }
+        (switch,) = [i for i, event in enumerate(events) if event[0] == "replace"]
+        assert events[switch] == ("replace", parent)
+        synced_before = {path for kind, path in events[:switch] if kind == "fsync"}
+        assert written <= synced_before, written - synced_before
+        assert ("fsync", parent) in events[:switch]
+        assert events[switch + 1 :] == [("fsync", parent)]
 
 
 def test_a_plain_directory_from_an_older_run_is_taken_over(tmp_path):
@@ -112,7 +210,12 @@ def test_a_plain_directory_from_an_older_run_is_taken_over(tmp_path):
 
     publish_dir(str(final), write)
     assert final.is_symlink() and (final / "new").read_text() == "new"
-    assert [os.path.basename(v) for v in published_versions(str(final))] == ["greedy_policy.v2"]
+    # The old directory is kept as the previous version, for a reader that was inside it.
+    assert [os.path.basename(v) for v in published_versions(str(final))] == [
+        "greedy_policy.v1",
+        "greedy_policy.v2",
+    ]
+    assert (final.parent / "greedy_policy.v1" / "old").read_text() == "old"
 
 
 def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_evaluator(

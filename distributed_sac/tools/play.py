@@ -217,7 +217,10 @@ def load_policy(policy_dir: str):
     import tensorflow as tf
 
     try:
-        policy = tf.saved_model.load(policy_dir)
+        # Resolved once: TF opens the SavedModel's files one by one, and a policy published
+        # meanwhile switches the name to another version. The resolved one is kept until the
+        # next replacement (policy_export.publish_dir).
+        policy = tf.saved_model.load(os.path.realpath(policy_dir))
     except Exception as error:  # a damaged SavedModel raises anything from OSError to TF's own
         raise UserError(f"cannot load the policy in {policy_dir}: {first_line(error)}") from None
     if not all(hasattr(policy, name) for name in ("action", "get_initial_state")):
