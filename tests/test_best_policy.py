@@ -292,3 +292,21 @@ def test_an_evaluator_stopped_while_it_saves_a_better_policy_finishes_the_save(p
     (stopped,) = reports(log, "evaluator_stopped")
     assert stopped["last_evaluated"] == record["train_step"]
     assert seconds < 30, state  # the 5 s hold, then the line
+
+    # Restarted, it keeps that best policy; stopped wherever it is (polling, playing or saving a
+    # better policy, which it finishes), it exits promptly and leaves the two in agreement.
+    restarted = processes.role("evaluator", learner.args[3:], log)
+    wait_for_line(log, "best policy so far: ", restarted, timeout_s=240)
+    signalled = time.monotonic()
+    restarted.send_signal(signal.SIGTERM)
+    code = restarted.wait(timeout=60)
+    seconds = time.monotonic() - signalled
+    lines, _ = metrics.read_evaluations(run.metrics)
+    best = best_policy.read_record(run.best_greedy_policy)
+    assert code == 128 + signal.SIGTERM and seconds < 20, (
+        code,
+        seconds,
+        restarted.output()[-3000:],
+    )
+    assert best["AverageReturn"] == max(line["AverageReturn"] for line in lines), (best, lines)
+    assert best["train_step"] in [line["train_step"] for line in lines]

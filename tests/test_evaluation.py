@@ -42,3 +42,28 @@ def test_whole_lines_are_left_as_they_are(tmp_path):
     evaluation.append_evaluation(str(metrics), _line(200))
     assert metrics.read_bytes().startswith(before)
     assert len(evaluation.read_evaluations(str(metrics))[0]) == 2
+
+
+def test_an_evaluation_stopped_midway_is_dropped():
+    """The evaluator's stop request, read at each step of a real Minitaur episode: the episodes
+    end there and no result comes back (nothing of the evaluation is written)."""
+    from distributed_sac.builder import Builder
+    from distributed_sac.config import load_gin
+    from tests.conftest import SMOKE_GIN
+
+    builder = Builder(load_gin([SMOKE_GIN], []))
+    env = evaluation.make_eval_env(builder)
+    policy = builder.make_acting_policy(greedy=True)
+    checks = []
+
+    def stop_requested() -> bool:
+        checks.append(1)
+        return len(checks) > 10
+
+    try:
+        assert evaluation.run_episodes(env, policy, 2, stop_requested) is None
+        assert len(checks) == 11  # ten steps played, then stopped
+        played = evaluation.run_episodes(env, policy, 1)
+        assert played is not None and played["AverageEpisodeLength"] > 0  # no stop: played out
+    finally:
+        env.close()
