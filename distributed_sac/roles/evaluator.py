@@ -88,12 +88,6 @@ def restore_cut_line(
 def main() -> None:
     import tensorflow as tf
 
-    # Before any slow work: a stop then never kills the evaluator mid-save (a SavedModel written,
-    # its record or its metrics.jsonl line not yet).
-    stop = StopRequest(
-        "once a best policy being saved and its metrics.jsonl line are written (an evaluation "
-        "being played is dropped)"
-    )
     config = cli.load_config()
     if FLAGS.nice < 0:
         raise UserError(f"--nice must not be negative, got {FLAGS.nice}")
@@ -114,6 +108,13 @@ def main() -> None:
     summaries = tf.summary.create_file_writer(run_dir.eval)
     last_evaluated = last_evaluated_step(run_dir.metrics)
     best = BestPolicyKeeper(run_dir.best_greedy_policy, greedy.tf_policy)
+    # From evaluator_start on, a stop is read by the loop, so it never kills the evaluator mid-save
+    # (a SavedModel written, its record or its metrics.jsonl line not yet). Until here nothing is
+    # being saved, and a stop during the start (seconds of TensorFlow and pybullet) ends it at once.
+    stop = StopRequest(
+        "once a best policy being saved and its metrics.jsonl line are written (an evaluation "
+        "being played is dropped)"
+    )
     report("evaluator_start", nice=os.nice(0))
     if best.best is not None:
         logging.info("best policy so far: %s", describe(best.best))
