@@ -6,6 +6,7 @@ the learner's replay nor the collectors' policies, and the run goes on."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -15,9 +16,18 @@ import tensorflow as tf
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
 from distributed_sac.transitions import PAIR_COLUMN
-from tests.conftest import SMOKE_GIN, bindings, read, reports, start_server, wait_until
+from tests.conftest import (
+    SMOKE_GIN,
+    bindings,
+    read,
+    reports,
+    run_tool,
+    start_server,
+    wait_until,
+)
 
 
 def insert_unchecked(address: str, table_names, column, value: np.ndarray) -> None:
@@ -186,8 +196,10 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
         address,
         *bindings("RunConfig.num_iterations = 400"),
     ]
-    log = tmp_path / "learner.log"
-    learner = processes.role("learner", [*common, "--root_dir", str(tmp_path / "run")], log)
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.logs)
+    log = run.log("learner")  # where the launcher puts it, for status --root_dir
+    learner = processes.role("learner", [*common, "--root_dir", run.root], log)
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
     wait_until(lambda: reports(log, "learner_progress"), "training", learner)
     insert_checked(port, bad[:2])  # mid-run, behind the collector's pairs
@@ -205,3 +217,9 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
     assert count == inserted
     assert sum(r["count"] for r in dropped) == inserted
     assert "training diverged" not in read(log)
+    screen = run_tool(
+        "tools.status", ["--replay_server_address", address, "--root_dir", run.root], 120
+    )
+    assert screen.returncode == 0, screen.stderr[-3000:]
+    shown = f"learner: {inserted} pairs dropped for NaN or inf (last "
+    assert shown in screen.stdout, screen.stdout
