@@ -35,19 +35,40 @@ class LearnerReplay(tf.Module):
         self.pairs = tf.Variable(
             tf.zeros([capacity, *pair_shape], tf.float32), trainable=False, name="pairs"
         )
-        # Pairs ever added (dropped ones included): the update-to-data ratio counts them.
+        # Pairs ever added (overwritten ones included, not those dropped for NaN or inf): the
+        # update-to-data ratio counts them.
         self.added = tf.Variable(0, dtype=tf.int64, trainable=False, name="added")
+        # Pairs refused for holding NaN or inf, by this process: a Python int, not a variable,
+        # so that checkpoints written without it still match (its log keeps the run's count).
+        self.dropped_nonfinite = 0
 
     @property
     def size(self) -> int:
         return min(int(self.added.numpy()), self.capacity)
 
     def figures(self) -> dict:
-        """What the learner's reports say of its replay: pairs held and pairs ever drained."""
-        return {"replay_size": self.size, "pairs_drained": int(self.added.numpy())}
+        """What the learner's reports say of its replay: pairs held, pairs ever drained, and
+        pairs this process refused for holding NaN or inf."""
+        return {
+            "replay_size": self.size,
+            "pairs_drained": int(self.added.numpy()),
+            "pairs_dropped_nonfinite": self.dropped_nonfinite,
+        }
 
     def add(self, pairs: np.ndarray) -> None:
-        """Appends [n, 2, width] pairs, overwriting the oldest once full."""
+        """Appends [n, 2, width] pairs, overwriting the oldest once full. Pairs holding NaN or
+        inf are dropped and counted: one in the replay would be sampled again and again, and
+        make every train step (and every resume from a checkpoint holding it) diverge."""
+        finite = np.isfinite(pairs).reshape(len(pairs), -1).all(axis=1)
+        if not finite.all():
+            dropped = int(len(pairs) - finite.sum())
+            self.dropped_nonfinite += dropped
+            logging.warning(
+                "dropped %d pairs holding NaN or inf (written by a faulty or hostile client)",
+                dropped,
+            )
+            report("learner_dropped_pairs", count=dropped, reason="NaN or inf", **self.figures())
+            pairs = pairs[finite]
         count = len(pairs)
         if count == 0:
             return

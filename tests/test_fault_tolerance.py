@@ -482,3 +482,65 @@ def test_second_ctrl_c_kills_every_role_at_once(processes, tmp_path, no_leftover
     print(f"nothing of the run left {took:.1f}s after the second Ctrl-C")
     assert run_processes_of(root) == [] and took < 5
     assert "got SIGINT again; killed every role" in read(out)
+
+
+@pytest.mark.slow
+def test_learner_that_gives_up_on_its_server_checkpoints_first_and_resumes_there(
+    processes, tmp_path
+):
+    """The server killed -9 while the learner trains, with no periodic checkpoint due in the run:
+    the learner gives up after connect_timeout_s with one line and exit code 3, having saved a
+    checkpoint of the step it trained to (and its replay) first; restarted on a new server, it
+    resumes from that checkpoint."""
+    server, learner, collector, run = start_by_hand(
+        processes,
+        tmp_path,
+        "RunConfig.connect_timeout_s = 15",
+        "RunConfig.checkpoint_interval = 1000000",
+    )
+    log = tmp_path / "learner.log"
+    wait_until(
+        lambda: any(r["train_step"] >= 200 for r in reports(log, "learner_progress")),
+        "train_step 200",
+        learner,
+    )
+    server.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    progress_at_kill = max(r["train_step"] for r in reports(log, "learner_progress"))
+    code = learner.wait(timeout=120)
+    took = time.monotonic() - killed
+    line = last_line(read(log))
+    print(f"learner exited {code} {took:.1f}s after the server's kill: {line}")
+    assert code == 3, read(log)[-3000:]
+    assert line.startswith("learner: error: "), line
+    assert "replay server" in line and "Traceback" not in read(log)
+    assert [r["train_step"] for r in reports(log, "learner_checkpoint")] == []
+
+    (gave_up,) = reports(log, "learner_gave_up")
+    step = gave_up["train_step"]
+    assert step >= progress_at_kill >= 200
+    assert gave_up["path"] == os.path.join(run.checkpoints, f"ckpt-{step}")
+    reader = tf.train.load_checkpoint(gave_up["path"])
+    assert reader.get_tensor("train_step/.ATTRIBUTES/VARIABLE_VALUE") == step
+    drained = reader.get_tensor("learner_replay/added/.ATTRIBUTES/VARIABLE_VALUE")
+    assert drained == gave_up["pairs_drained"] >= 200 + step
+    collector.send_signal(signal.SIGKILL)
+
+    # Restarted on a new server, it resumes from that checkpoint and trains on.
+    address, _, _ = start_server(processes, tmp_path)
+    common = ["--gin_file", SMOKE_GIN, "--replay_server_address", address]
+    restarted = processes.role(
+        "learner",
+        [*common, *bindings("RunConfig.num_iterations = 100000"), "--root_dir", run.root],
+        log,
+    )
+    processes.role("collector", [*common, "--task", "0"], tmp_path / "collector2.log")
+    start = wait_until(lambda: reports(log, "learner_start")[1:], "the restart", restarted)[0]
+    assert start["restored_from"] == gave_up["path"]
+    assert start["train_step"] == step and start["pairs_drained"] == drained
+    wait_until(
+        lambda: any(r["train_step"] > step for r in reports(log, "learner_progress")),
+        "training past the restored step",
+        restarted,
+    )
+    print(f"gave up at train_step {step} (last progress report {progress_at_kill}), resumed there")

@@ -6,6 +6,7 @@ the learner's replay nor the collectors' policies, and the run goes on."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -15,9 +16,18 @@ import tensorflow as tf
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
 from distributed_sac.transitions import PAIR_COLUMN
-from tests.conftest import SMOKE_GIN, bindings, read, reports, start_server
+from tests.conftest import (
+    SMOKE_GIN,
+    bindings,
+    read,
+    reports,
+    run_tool,
+    start_server,
+    wait_until,
+)
 
 
 def insert_unchecked(address: str, table_names, column, value: np.ndarray) -> None:
@@ -130,3 +140,86 @@ def test_a_run_with_a_hostile_client_finishes(processes, tmp_path):
     ignored = read(tmp_path / "collector.log").count("do not fit this policy")
     print(f"takes the learner dropped: {dropped}; foreign weights the collector ignored: {ignored}")
     assert dropped >= 1
+
+
+def non_finite_pairs(builder: Builder) -> list[np.ndarray]:
+    """Correctly shaped pairs, each with one field of its first step NaN or inf: an observation,
+    a reward, an action (what a broken or hostile collector may write)."""
+    from tf_agents.specs import tensor_spec
+
+    good = tf.nest.map_structure(
+        lambda t: t.numpy(), tensor_spec.zero_spec_nest(builder.collect_data_spec)
+    )
+    bad_steps = [
+        good._replace(observation=np.full_like(good.observation, np.nan)),
+        good._replace(reward=np.full_like(good.reward, np.nan)),
+        good._replace(observation=np.full_like(good.observation, np.inf)),
+        good._replace(action=np.full_like(good.action, -np.inf)),
+    ]
+    return [np.stack([builder.packing.pack(bad), builder.packing.pack(good)]) for bad in bad_steps]
+
+
+def insert_checked(port: int, pairs, timeout_s: float = 60) -> None:
+    """Inserts `pairs` into the experience and feed tables as a collector does, through the
+    standard client (they fit the signature), at 127.0.0.1; waits (bounded) while the feed is
+    full."""
+    client = reverb.Client(f"127.0.0.1:{port}")
+    with client.trajectory_writer(num_keep_alive_refs=1) as writer:
+        for pair in pairs:
+            writer.append({PAIR_COLUMN: pair})
+            for table in tables.EXPERIENCE_TABLES:
+                writer.create_item(table, 1.0, {PAIR_COLUMN: writer.history[PAIR_COLUMN][-1]})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                writer.flush(timeout_ms=1000)
+                return
+            except reverb.errors.DeadlineExceededError:
+                assert time.monotonic() < deadline, "the feed stayed full"
+
+
+@pytest.mark.slow
+def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_path):
+    """A client inserts correctly shaped pairs holding NaN or inf into the feed, before the run
+    (the learner's first take meets them) and while it trains: the learner drops each at its
+    intake, counts it in its reports, and finishes the run (it used to stop with 'training
+    diverged', exit 2)."""
+    address, _, _ = start_server(processes, tmp_path)
+    port = int(address.rsplit(":", 1)[1])
+    builder = Builder(load_gin([SMOKE_GIN], []))
+    bad = non_finite_pairs(builder)
+    insert_checked(port, bad)
+    common = [
+        "--gin_file",
+        SMOKE_GIN,
+        "--replay_server_address",
+        address,
+        *bindings("RunConfig.num_iterations = 400"),
+    ]
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.logs)
+    log = run.log("learner")  # where the launcher puts it, for status --root_dir
+    learner = processes.role("learner", [*common, "--root_dir", run.root], log)
+    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    wait_until(lambda: reports(log, "learner_progress"), "training", learner)
+    insert_checked(port, bad[:2])  # mid-run, behind the collector's pairs
+    inserted = len(bad) + 2
+    assert learner.wait(timeout=300) == 0, read(log)[-3000:]
+    assert collector.wait(timeout=120) == 0, read(tmp_path / "collector.log")[-3000:]
+    (done,) = reports(log, "learner_done")
+    dropped = reports(log, "learner_dropped_pairs")
+    count = done["pairs_dropped_nonfinite"]
+    print(
+        f"inserted {inserted} non-finite pairs; the learner dropped {count} in {len(dropped)} "
+        f"drains; finished at train_step {done['train_step']}"
+    )
+    assert done["train_step"] == 400
+    assert count == inserted
+    assert sum(r["count"] for r in dropped) == inserted
+    assert "training diverged" not in read(log)
+    screen = run_tool(
+        "tools.status", ["--replay_server_address", address, "--root_dir", run.root], 120
+    )
+    assert screen.returncode == 0, screen.stderr[-3000:]
+    shown = f"learner: {inserted} pairs dropped for NaN or inf (last "
+    assert shown in screen.stdout, screen.stdout

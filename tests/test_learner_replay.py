@@ -38,6 +38,22 @@ def test_replay_keeps_the_newest_pairs_and_samples_them_uniformly():
     assert 130 < counts[150:].min() and counts[150:].max() < 270, counts[150:]
 
 
+def test_replay_drops_and_counts_pairs_holding_nan_or_inf():
+    replay = LearnerReplay(capacity=10, pair_shape=(2, 3))
+    pairs = _numbered_pairs(0, 6)
+    pairs[1, 0, 2] = np.nan
+    pairs[3, 1, 0] = np.inf
+    pairs[4, 0, 1] = -np.inf
+    replay.add(pairs)
+    replay.add(_numbered_pairs(6, 2))
+    assert replay.figures() == {
+        "replay_size": 5,
+        "pairs_drained": 5,
+        "pairs_dropped_nonfinite": 3,
+    }
+    assert sorted(replay.pairs.numpy()[:5, 0, 0]) == [0, 2, 5, 6, 7]
+
+
 def test_replay_goes_into_the_learner_checkpoint(tmp_path):
     builder = Builder(load_gin([SMOKE_GIN], []))
     train_step = train_utils.create_train_step()

@@ -15,7 +15,7 @@ from absl import flags, logging
 import gin
 from distributed_sac import cli
 from distributed_sac.builder import Builder
-from distributed_sac.errors import CallAbandoned, UserError
+from distributed_sac.errors import CallAbandoned, ServerUnreachable, UserError
 from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
@@ -223,6 +223,19 @@ def make_triggers(config, learner, checkpoints, exporter, train_step: int, repla
     ]
 
 
+def checkpoint_before_giving_up(checkpoints, train_step: int, replay, since) -> None:
+    """Saves the learner's train step and replay before it gives up on a lost server, unless
+    nothing changed `since` (train step, pairs drained) its start: the pairs it drained are gone
+    from the feed, and its restart would otherwise train the steps since its last checkpoint
+    again."""
+    drained = int(replay.added.numpy())
+    if (train_step, drained) == since:
+        path = checkpoints.latest
+    else:
+        path = checkpoints.save(train_step)
+    report("learner_gave_up", train_step=train_step, path=path, **replay.figures())
+
+
 def main() -> None:
     import tensorflow as tf
 
@@ -274,7 +287,13 @@ def main() -> None:
     intake = ExperienceIntake(replay, server, config)
     faults = FaultInjection()
     training = Training(learner, agent, checkpoints, server, intake, triggers, faults)
-    step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
+    started = (step, int(replay.added.numpy()))
+    try:
+        step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
+    except ServerUnreachable:  # exits 3 (restartable): the restart resumes from this checkpoint
+        learner.train_summary_writer.flush()
+        checkpoint_before_giving_up(checkpoints, int(train_step.numpy()), replay, started)
+        raise
     if stop.requested and faults.stop_delay_s:
         logging.warning(
             "FaultInjection: waiting %.0fs before the final checkpoint", faults.stop_delay_s

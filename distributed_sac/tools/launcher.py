@@ -121,6 +121,7 @@ SHOWN_EVENTS = (
     "collector_reconnected",
     "evaluator_reconnected",
     "learner_reconnected",
+    "learner_dropped_pairs",
 )
 
 
@@ -147,6 +148,11 @@ def show_reports(cluster: Cluster, console: Console, env_steps: dict) -> None:
                 )
             elif event == "learner_start" and report["restored_from"]:
                 console.event(f"learner resumed at train_step {report['train_step']}")
+            elif event == "learner_dropped_pairs":
+                console.event(
+                    f"learner dropped {report['count']} pairs holding {report['reason']} "
+                    f"({report['pairs_dropped_nonfinite']} since it started)"
+                )
             elif event == "replay_server_ready":
                 console.event(f"replay server up, tables: {report['table_sizes']}")
             elif event.endswith("_reconnected"):

@@ -76,6 +76,15 @@ def replay_checkpoint_line(root_dir: str) -> str:
     )
 
 
+def dropped_pairs_line(root_dir: str) -> str:
+    """The pairs the learner refused for holding NaN or inf, over every learner of the run (each
+    refusal is a report in its log; a restarted learner counts from 0 again)."""
+    dropped = reports.read_reports(RunDir(root_dir).log("learner"), "learner_dropped_pairs")
+    total = sum(fields["count"] for _, fields in dropped)
+    last = f" (last {_ago(dropped[-1][1]['unix_time'])})" if dropped else ""
+    return f"learner: {total:,} pairs dropped for NaN or inf{last}"
+
+
 def render(address: str, before: dict, after: dict, root_dir: str | None) -> str:
     from distributed_sac.tools import monitor
 
@@ -106,6 +115,7 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
         f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD {utd}",
     ]
     if root_dir is not None:
+        lines.append(dropped_pairs_line(root_dir))
         lines.append(f"collectors (from {RunDir(root_dir).logs}):")
         lines += collectors_lines(root_dir) or ["  no collector logs"]
         evaluations, _ = evaluation.read_evaluations(RunDir(root_dir).metrics)
