@@ -19,3 +19,6 @@ class FaultInjection:
     # Seconds the replay server waits after SIGTERM before its final checkpoint: a checkpoint
     # as slow as a big table's (1M Minitaur pairs: 24 s), without filling one.
     replay_server_stop_delay_s: float = 0.0
+    # Seconds each replay checkpoint (periodic or final) waits before Reverb writes it: a
+    # checkpoint as slow as a big table's, so a test can stop the server while one is under way.
+    replay_checkpoint_delay_s: float = 0.0
