@@ -75,7 +75,7 @@ def complete_checkpoints(directory: str) -> list[str]:
     return sorted(
         os.path.join(directory, name)
         for name in os.listdir(directory)
-        if os.path.isfile(os.path.join(directory, name, "DONE"))
+        if _is_complete(os.path.join(directory, name))
     )
 
 

@@ -132,7 +132,7 @@ class _SelfCalls:
         try:
             self.checkpoint()
             return True
-        except UserError as error:  # ServerCallTimeout included
+        except (UserError, OSError) as error:  # ServerCallTimeout included; OSError: its files
             self.failures += 1
             report("replay_checkpoint_failed", error=str(error), failures=self.failures)
             return False
