@@ -164,19 +164,26 @@ def test_sigusr1_shows_the_servers_threads_and_its_stop_says_each_step(processes
     assert saved["table_sizes"][tables.EXPERIENCE_TABLE] == 1
 
 
-def test_a_checkpoint_of_the_same_config_resumes_with_this_configs_tables(processes, tmp_path):
-    run = checkpointed_run(processes, tmp_path, items=30)
-    server, log, address = start(processes, Path(run.root), name="same")
+@pytest.mark.parametrize("utd", ["1.0", "None"])
+def test_a_checkpoint_of_the_same_config_resumes_with_its_tables(processes, tmp_path, utd):
+    """smoke.gin (replay_capacity 2000) with a fixed UTD (the feed a queue of the limiter's
+    slack, 100) or none (the feed a whole replay whose inserts never wait)."""
+    same = (f"RunConfig.updates_per_env_step = {utd}",)
+    run = checkpointed_run(processes, tmp_path, items=30, gin_bindings=same)
+    server, log, address = start(processes, Path(run.root), name="same", gin_bindings=same)
     wait_for_line(log, "replay_server_ready", server)
     (ready,) = reports(log, "replay_server_ready")
     assert ready["table_sizes"][tables.EXPERIENCE_TABLE] == 30
     assert pair_numbers(address, 200) <= set(range(30))
     info = reverb.Client(address).server_info(timeout=30)
-    # smoke.gin: replay_capacity 2000; UTD 1.0, so the feed is a queue of the limiter's slack.
     assert info[tables.EXPERIENCE_TABLE].max_size == 2000
-    assert info[tables.FEED_TABLE].max_size == 100
     limiter = info[tables.FEED_TABLE].rate_limiter_info
-    assert (limiter.min_diff, limiter.max_diff) == (0, 100)
+    if utd == "None":
+        assert info[tables.FEED_TABLE].max_size == 2000
+        assert limiter.max_diff > 1e300
+    else:
+        assert info[tables.FEED_TABLE].max_size == 100
+        assert (limiter.min_diff, limiter.max_diff) == (0, 100)
 
 
 def test_a_checkpoint_of_other_table_settings_is_refused_and_kept(processes, tmp_path):
