@@ -22,3 +22,6 @@ class FaultInjection:
     # Seconds the evaluator waits halfway through saving a better policy (its SavedModel
     # written, its evaluation.json not yet), so a test can stop it in that window.
     best_policy_save_hold_s: float = 0.0
+    # Seconds each replay checkpoint (periodic or final) waits before Reverb writes it: a
+    # checkpoint as slow as a big table's, so a test can stop the server while one is under way.
+    replay_checkpoint_delay_s: float = 0.0

@@ -1,20 +1,27 @@
 """The disk filling up while the learner writes a checkpoint or exports a policy: one line, exit
-code 2, what was written before stays usable, nothing half written is left.
+code 2, what was written before stays usable, nothing half written is left. While the replay
+server writes a periodic checkpoint: one line, counted, and the server serves on.
 
-The learner's run directory is a small tmpfs the test mounts (and unmounts), filled by the test
+The run directory is a small tmpfs the test mounts (and unmounts), filled by the test
 once the first checkpoint or policy is out. Needs root (CI is).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import reverb
 
-from tests.conftest import last_line, read, reports, start_by_hand
+from distributed_sac.layout import RunDir
+from distributed_sac.replay import server_checkpoints, tables
+from tests.conftest import last_line, read, reports, start_by_hand, wait_for_line
+from tests.test_server_checkpoints import MINITAUR_PAIR_WIDTH, insert_pairs, pair_numbers, start
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -31,8 +38,8 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def fill(disk) -> str:
-    """Writes a file until the disk is full; its path."""
+def fill(disk, leave_bytes: int = 0) -> str:
+    """Writes a file until the disk is full (or has about `leave_bytes` left); its path."""
     path = os.path.join(disk, "filler")
     chunk = b"\0" * (1 << 20)
     with open(path, "wb", buffering=0) as f:
@@ -48,6 +55,8 @@ def fill(disk) -> str:
                 f.write(b"\0" * 512)
         except OSError:
             pass
+    if leave_bytes:
+        os.truncate(path, os.path.getsize(path) - leave_bytes)
     return path
 
 
@@ -60,10 +69,10 @@ def learner_error(learner, log) -> str:
     return line
 
 
-def wait_until_true(condition, what: str, learner, timeout_s: float = 120) -> None:
+def wait_until_true(condition, what: str, process, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert learner.poll() is None, f"the learner exited before {what}"
+        assert process.poll() is None, f"{process.args[2:3]} exited before {what}"
         assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s"
         time.sleep(0.1)
 
@@ -142,3 +151,80 @@ def test_policy_export_on_a_full_disk_keeps_the_previous_policy(processes, tmp_p
         assert loaded.returncode == 0, loaded.stderr[-2000:]
         step = int(loaded.stdout.split()[-1])
         assert step > 0 and step % 150 == 0, (policy, step)
+
+
+def insert_random_pairs(address: str, count: int) -> None:
+    """`count` pairs of random values (which compress no smaller) into the experience table,
+    streamed through one writer (a second or two for thousands)."""
+    with reverb.Client(address).writer(max_sequence_length=1) as writer:
+        for _ in range(count):
+            writer.append([np.random.rand(2, MINITAUR_PAIR_WIDTH).astype(np.float32)])
+            writer.create_item(tables.EXPERIENCE_TABLE, 1, 1.0)
+
+
+def test_a_periodic_replay_checkpoint_on_a_full_disk_is_one_line_and_the_server_serves_on(
+    processes, tmp_path, small_disk
+):
+    """The replay server's root_dir on the small disk, a checkpoint every 6 s. Before: a
+    checkpoint that ran out of space mid-write crashed the server with a traceback (exit 1,
+    which the launcher restarts, to fail the same way at the next interval); one small enough
+    to sit in Reverb's write buffers came out empty with a DONE file, and Reverb deleted the
+    good one before it. Now each failed checkpoint is one line, counted; nothing half written
+    is left, the previous checkpoint stays the newest complete one, the server serves on, and
+    once there is space again the next one is written."""
+    root = small_disk / "run"
+    server, log, address = start(  # its log off the small disk: a full disk loses no line
+        processes,
+        root,
+        gin_bindings=(
+            "RunConfig.replay_checkpoint_interval_s = 6",
+            "RunConfig.replay_capacity = 20000",
+        ),
+        log_dir=tmp_path,
+    )
+    wait_for_line(log, "replay_server_ready", server)
+    insert_pairs(address, 0, 30)
+    wait_until_true(lambda: reports(log, "replay_checkpoint"), "replay checkpoint", server, 60)
+    run = RunDir(str(root))
+    (complete,) = server_checkpoints.complete_checkpoints(run.reverb)
+    failed = lambda: reports(log, "replay_checkpoint_failed")  # noqa: E731
+    # Room for a checkpoint like the last one, not for one with 2 MB more pairs, inserted
+    # before the next one is due: Reverb's write fails midway.
+    filler = fill(small_disk, leave_bytes=server_checkpoints.SPACE_MARGIN_BYTES + (1 << 19))
+    more = 2 * 2**20 // (2 * MINITAUR_PAIR_WIDTH * 4)
+    began = time.monotonic()
+    insert_random_pairs(address, more)
+    print(f"{more} pairs inserted in {time.monotonic() - began:.1f} s")
+    wait_until_true(failed, "a failed checkpoint", server, 60)
+    (first,) = failed()[:1]
+    print(first)
+    assert first["failures"] == 1
+    assert first["error"] == (
+        f"no space left on device writing a replay checkpoint to {run.reverb}; the newest "
+        f"complete one is still {complete}"
+    )
+    # The disk full: the next one is not attempted (Reverb would write it empty).
+    os.remove(filler)
+    filler = fill(small_disk)
+    wait_until_true(lambda: len(failed()) >= 2, "a second failed checkpoint", server, 60)
+    second = failed()[1]
+    print(second)
+    assert second["failures"] == 2
+    assert second["error"].startswith(
+        f"no space left on device for a replay checkpoint in {run.reverb} ("
+    ), second
+    assert "Traceback" not in read(log), read(log)[-3000:]
+    # Nothing half written is left; the server still takes and hands out pairs.
+    assert os.listdir(run.reverb) == [os.path.basename(complete)]
+    insert_pairs(address, 100_000, 1)
+    assert pair_numbers(address, 1)
+    os.remove(filler)
+    written = len(reports(log, "replay_checkpoint"))
+    wait_until_true(
+        lambda: len(reports(log, "replay_checkpoint")) > written, "checkpoint", server, 60
+    )
+    newest = reports(log, "replay_checkpoint")[-1]
+    assert newest["table_sizes"][tables.EXPERIENCE_TABLE] == 30 + more + 1
+    assert server_checkpoints.complete_checkpoints(run.reverb) == [newest["path"]]
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0, read(log)[-3000:]

@@ -84,6 +84,50 @@ def make_tables(config: RunConfig, collect_data_spec, policy_variables) -> list:
     return [experience, feed, variables]
 
 
+def _describe_limiter(info: reverb.TableInfo) -> str:
+    """A table's rate limiter as this module builds them: MinSize(n) or Queue(n)."""
+    limiter = info.rate_limiter_info
+    if limiter.min_diff < -1e300 and limiter.max_diff > 1e300:  # ±DBL_MAX: no bound
+        return f"MinSize({limiter.min_size_to_sample})"
+    if (limiter.samples_per_insert, limiter.min_diff, limiter.min_size_to_sample) == (1, 0, 1):
+        return f"Queue({limiter.max_diff:.0f})"
+    return (
+        f"RateLimiter(samples_per_insert={limiter.samples_per_insert:g}, "
+        f"min_size_to_sample={limiter.min_size_to_sample}, "
+        f"min_diff={limiter.min_diff:g}, max_diff={limiter.max_diff:g})"
+    )
+
+
+def _settings(info: reverb.TableInfo) -> dict[str, str]:
+    """What a table is, apart from its signature and contents: what a Reverb checkpoint
+    restores in place of the server's own tables."""
+    return {
+        "max_size": str(info.max_size),
+        "max_times_sampled": str(info.max_times_sampled),
+        "rate limiter": _describe_limiter(info),
+        "sampler": " ".join(str(info.sampler_options).split()),
+        "remover": " ".join(str(info.remover_options).split()),
+    }
+
+
+def settings_differences(restored: dict, configured: dict) -> list[str]:
+    """Each way the restored tables ({name: TableInfo}, from server_info) differ from this
+    config's (from Table.info), as "<table> <setting>: <restored> there, <ours> in this config"."""
+    differences = []
+    for table in sorted(set(restored) | set(configured)):
+        if table not in restored or table not in configured:
+            where = "this config" if table in configured else "the checkpoint"
+            differences.append(f"{table}: only in {where}")
+            continue
+        theirs, ours = _settings(restored[table]), _settings(configured[table])
+        differences += [
+            f"{table} {setting}: {theirs[setting]} there, {ours[setting]} in this config"
+            for setting in ours
+            if theirs[setting] != ours[setting]
+        ]
+    return differences
+
+
 def _describe(spec) -> str:
     return f"{spec.dtype.name}{list(spec.shape)}"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import faulthandler
+import os
+import shutil
 import signal
 import socket
 import threading
@@ -13,7 +15,13 @@ from absl import flags, logging
 from distributed_sac import cli
 from distributed_sac.addresses import check_port
 from distributed_sac.builder import Builder
-from distributed_sac.errors import ServerCallTimeout, UserError, first_line
+from distributed_sac.errors import (
+    DiskFull,
+    ServerCallTimeout,
+    UserError,
+    first_line,
+    is_disk_full,
+)
 from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import server_checkpoints, tables
 from distributed_sac.replay.connection import BoundedCall
@@ -50,26 +58,84 @@ def _check_port_free(port: int) -> None:
 class _SelfCalls:
     """The server's bounded calls to itself: its table sizes, and a checkpoint."""
 
-    def __init__(self, client, checkpoint_timeout_s: float):
+    def __init__(self, client, checkpoint_timeout_s: float, directory: str):
         self._client = client
         self._sizes = BoundedCall("table sizes", TABLE_SIZES_TIMEOUT_S)
         self._checkpoint = BoundedCall("replay checkpoint", checkpoint_timeout_s)
+        self._delay_s = FaultInjection().replay_checkpoint_delay_s
+        self._directory = directory
+        self.failures = 0  # periodic checkpoints that failed since the server started
 
     def table_sizes(self) -> dict[str, int]:
         return self._sizes(tables.table_sizes, self._client)
 
+    def _write_checkpoint(self) -> str:
+        if self._delay_s:
+            logging.warning("FaultInjection: waiting %.0fs before the checkpoint", self._delay_s)
+            time.sleep(self._delay_s)
+        return self._client.checkpoint()
+
     def checkpoint(self) -> None:
+        """Writes a checkpoint and reports it. When Reverb's write fails, removes what it left
+        and raises a UserError (DiskFull for a full disk) naming the checkpoint a restart
+        restores; ServerCallTimeout when it does not return in time (it may still be writing:
+        what it wrote so far stays)."""
         # Read before the checkpoint: tables only grow (or stay full), so these sizes are at
         # most what the checkpoint holds; read after, they could count items inserted since.
         sizes = self.table_sizes()
         started = time.monotonic()
-        path = self._checkpoint(self._client.checkpoint)
+        directory = self._directory
+        before = set(os.listdir(directory)) if os.path.isdir(directory) else set()
+        lacking = os.path.isdir(directory) and server_checkpoints.lack_of_space(directory)
+        if lacking:
+            raise DiskFull(
+                f"no space left on device for a replay checkpoint in {directory} ({lacking}); "
+                f"{self._restored()}"
+            )
+        logging.info("writing a replay checkpoint")
+        try:
+            path = self._checkpoint(self._write_checkpoint)
+        except ServerCallTimeout:
+            raise
+        except Exception as error:
+            server_checkpoints.remove_unfinished(directory, before)
+            if is_disk_full(error):
+                raise DiskFull(
+                    f"no space left on device writing a replay checkpoint to {directory}; "
+                    f"{self._restored()}"
+                ) from None
+            raise UserError(
+                f"a replay checkpoint to {directory} failed: {first_line(error)}; "
+                f"{self._restored()}"
+            ) from None
+        if server_checkpoints.written_empty(path):
+            shutil.rmtree(path, ignore_errors=True)  # a restart would load empty tables from it
+            raise DiskFull(
+                f"Reverb wrote the replay checkpoint {path} empty (a full disk?) and deleted the "
+                f"one before; removed it; {self._restored()}"
+            )
         report(
             "replay_checkpoint",
             path=path,
             table_sizes=sizes,
             seconds=round(time.monotonic() - started, 2),
         )
+
+    def _restored(self) -> str:
+        complete = server_checkpoints.complete_checkpoints(self._directory)
+        return f"the newest complete one is still {complete[-1] if complete else 'none'}"
+
+    def periodic_checkpoint(self) -> bool:
+        """A checkpoint whose failure is one report line, counted, and the server serves on (the
+        next interval tries again): a full disk must not stop the run, nor loop its restarts.
+        True when it was written."""
+        try:
+            self.checkpoint()
+            return True
+        except (UserError, OSError) as error:  # ServerCallTimeout included; OSError: its files
+            self.failures += 1
+            report("replay_checkpoint_failed", error=str(error), failures=self.failures)
+            return False
 
 
 def _stop_server(server) -> None:
@@ -97,11 +163,14 @@ def _start_server(config, port: int, run_dir):
         server_checkpoints.check_and_record(
             run_dir.reverb, run_dir.reverb_signatures, builder.signatures()
         )
+        server_checkpoints.order_by_time(run_dir.reverb)
         checkpointer = reverb.checkpointers.DefaultCheckpointer(path=run_dir.reverb)
     else:
         logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
+    made = builder.make_tables()
+    configured = {table.name: table.info for table in made}
     try:
-        return reverb.Server(builder.make_tables(), port=port, checkpointer=checkpointer)
+        server = reverb.Server(made, port=port, checkpointer=checkpointer)
     except ValueError as error:
         raise UserError(f"cannot listen on port {port}: {error}") from None
     except Exception as error:
@@ -112,11 +181,27 @@ def _start_server(config, port: int, run_dir):
             f"cannot load the Reverb checkpoint in {run_dir.reverb}: {first_line(error)}; it is "
             "left as it is (move it away to start with empty tables)"
         ) from None
+    if checkpointer is not None:
+        # Reverb restores each table's size, limiter and selectors from the checkpoint, in
+        # place of the config's: a checkpoint of another replay_capacity or UTD would
+        # silently run the tables of that config.
+        restored = reverb.Client(f"localhost:{port}").server_info(timeout=30)
+        differences = tables.settings_differences(restored, configured)
+        if differences:
+            _stop_server(server)  # without a checkpoint: the one restored stays as it was
+            del server  # its __del__ logs the port's release: before the error line, not after
+            raise UserError(
+                f"the Reverb checkpoint in {run_dir.reverb} holds tables of another config "
+                f"({'; '.join(differences)}); use the gin config it was written with, or "
+                "another --root_dir (it is left as it is)"
+            )
+    return server
 
 
 def main() -> None:
     import reverb
 
+    server_checkpoints.pin_utc()  # before Reverb names or orders any checkpoint
     config = cli.load_config()
     _check_port_free(check_port(FLAGS.port, "--port"))
     run_dir = cli.run_dir("replay_server", required=False)
@@ -124,7 +209,9 @@ def main() -> None:
     client = reverb.Client(f"localhost:{FLAGS.port}")
     report("replay_server_ready", port=FLAGS.port, table_sizes=tables.table_sizes(client))
 
-    calls = _SelfCalls(client, FLAGS.checkpoint_timeout_s)
+    calls = _SelfCalls(
+        client, FLAGS.checkpoint_timeout_s, run_dir.reverb if run_dir is not None else ""
+    )
     stop_signals: list[int] = []
 
     def request_stop(signum, _frame):
@@ -134,17 +221,24 @@ def main() -> None:
         signal.signal(signum, request_stop)
     last_checkpoint = last_status = time.monotonic()
     interval = config.replay_checkpoint_interval_s
+    final_written = False
     while not stop_signals:
         time.sleep(0.2)
         now = time.monotonic()
         if run_dir is not None and interval > 0 and now - last_checkpoint >= interval:
-            calls.checkpoint()
+            written = calls.periodic_checkpoint()
             last_checkpoint = now
+            # Stopped while it was written: it is the final one. Another would take as long
+            # again (a big table's twice past the launcher's grace) for the few pairs
+            # inserted meanwhile.
+            final_written = written and bool(stop_signals)
         if now - last_status >= FLAGS.status_interval_s:
             logging.info("table sizes: %s", calls.table_sizes())
             last_status = now
     logging.info("stop requested (%s)", signal.Signals(stop_signals[0]).name)
-    if run_dir is not None:
+    if final_written:
+        logging.info("the replay checkpoint written at the stop request is the final one")
+    elif run_dir is not None:
         delay_s = FaultInjection().replay_server_stop_delay_s
         if delay_s:
             logging.warning("FaultInjection: waiting %.0fs before the final checkpoint", delay_s)
@@ -156,6 +250,8 @@ def main() -> None:
                 f"the final Reverb checkpoint failed ({error}); the newest complete one in "
                 f"{run_dir.reverb} is the one a restart restores"
             ) from None
+        except UserError as error:
+            raise type(error)(f"the final replay checkpoint failed: {error}") from None
     else:
         logging.info("final table sizes: %s", calls.table_sizes())
     logging.info("stopping the Reverb server")

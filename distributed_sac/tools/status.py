@@ -65,14 +65,22 @@ def replay_checkpoint_line(root_dir: str) -> str:
     run_dir = RunDir(root_dir)
     interval = monitor.operative_value(run_dir.operative_config, "replay_checkpoint_interval_s")
     cadence = "only at exit" if interval == 0 else f"every {_fmt(interval, 0)} s and at exit"
-    saved = reports.read_reports(run_dir.log("replay_server"), "replay_checkpoint")
+    events = reports.read_reports(
+        run_dir.log("replay_server"), "replay_checkpoint", "replay_checkpoint_failed"
+    )
+    saved = [fields for event, fields in events if event == "replay_checkpoint"]
+    # The failures since the newest checkpoint written (a full disk: the server serves on).
+    failed = []
+    for event, fields in events:
+        failed = failed + [fields] if event == "replay_checkpoint_failed" else []
+    failures = f"; {len(failed)} failed since, the last: {failed[-1]['error']}" if failed else ""
     if not saved:
-        return f"replay checkpoint: none yet ({cadence})"
-    last = saved[-1][1]
+        return f"replay checkpoint: none yet ({cadence}){failures}"
+    last = saved[-1]
     items = last["table_sizes"].get(EXPERIENCE_TABLE, 0)
     return (
         f"replay checkpoint: {items:,} items in {last['seconds']:.1f} s, "
-        f"{_ago(last['unix_time'])} ({cadence})"
+        f"{_ago(last['unix_time'])} ({cadence}){failures}"
     )
 
 
