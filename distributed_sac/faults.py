@@ -19,3 +19,6 @@ class FaultInjection:
     # Seconds the replay server waits after SIGTERM before its final checkpoint: a checkpoint
     # as slow as a big table's (1M Minitaur pairs: 24 s), without filling one.
     replay_server_stop_delay_s: float = 0.0
+    # The learner SIGKILLs itself after its last chunk of training, before its final checkpoint,
+    # when it started without a checkpoint (so its restart, from an earlier one, finishes).
+    kill_before_final_checkpoint: bool = False
