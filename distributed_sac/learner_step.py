@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 from absl import logging
 
 from distributed_sac.layout import RunDir
 
 _CHECKPOINT_NUMBER = re.compile(r"ckpt-(\d+)$")
+# How long a collector that found the final checkpoint waits for the final weights, which the
+# learner pushes right after it (or, killed in between, at its restart): a client overwriting
+# them must not keep the collector, and so the run, from ending.
+FINAL_WEIGHTS_WAIT_S = 60.0
 
 
 def write_reached(run_dir: RunDir, train_step: int) -> None:
@@ -66,13 +71,15 @@ class LearnerStep:
     """A collector's or evaluator's check of the train step that comes with pulled weights.
 
     With `run_dir` holding the learner's record: a step is acceptable up to the step the learner
-    recorded, and training is finished once the learner's newest checkpoint is at the final step.
-    Without it: a step is acceptable up to the final step, and training is finished when the
-    newest pushed step reaches it.
+    recorded, and training is finished once the learner's newest checkpoint is at the final step
+    (and the final weights were taken, or FINAL_WEIGHTS_WAIT_S passed since that checkpoint was
+    found). Without it: a step is acceptable up to the final step, and training is finished when
+    the newest pushed step reaches it.
     """
 
     def __init__(self, run_dir: RunDir | None, final_step: int):
         self._run_dir, self._final = run_dir, final_step
+        self._final_checkpoint_found_at: float | None = None
 
     def reached(self) -> int | None:
         """What the learner recorded having reached; None without its record."""
@@ -93,9 +100,16 @@ class LearnerStep:
         )
         return False
 
-    def finished(self, newest_pushed: int | None) -> bool:
-        """Whether training is over; `newest_pushed` is the train step last seen on the server."""
-        if self.reached() is not None:
-            checkpointed = newest_checkpoint_step(self._run_dir)
-            return checkpointed is not None and checkpointed >= self._final
-        return newest_pushed is not None and newest_pushed >= self._final
+    def finished(self, newest_pushed: int | None, taken: int | None) -> bool:
+        """Whether training is over; `newest_pushed` is the train step last seen on the server,
+        `taken` that of the weights last taken."""
+        if self.reached() is None:
+            return newest_pushed is not None and newest_pushed >= self._final
+        checkpointed = newest_checkpoint_step(self._run_dir)
+        if checkpointed is None or checkpointed < self._final:
+            return False
+        if taken is not None and taken >= self._final:
+            return True
+        if self._final_checkpoint_found_at is None:
+            self._final_checkpoint_found_at = time.monotonic()
+        return time.monotonic() - self._final_checkpoint_found_at > FINAL_WEIGHTS_WAIT_S

@@ -15,12 +15,14 @@ import pytest
 import reverb
 import tensorflow as tf
 
+from distributed_sac import learner_step
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.evaluation import read_evaluations
 from distributed_sac.layout import RunDir
 from distributed_sac.learner_step import LearnerStep, newest_checkpoint_step, write_reached
 from distributed_sac.replay.weights import VARIABLES_TABLE
+from distributed_sac.tools import monitor
 from tests.conftest import (
     LAUNCHER_MODULE,
     RUN_TIMEOUT_S,
@@ -48,7 +50,7 @@ def push_forged_train_step(address: str, train_step: int) -> None:
     client.insert(columns, {VARIABLES_TABLE: 1.0})
 
 
-def test_pulled_weights_are_believed_up_to_the_learners_record(processes, tmp_path):
+def test_pulled_weights_are_believed_up_to_the_learners_record(processes, tmp_path, monkeypatch):
     address, _, _ = start_server(processes, tmp_path)
     builder = Builder(load_gin([SMOKE_GIN], []))
     final = builder.config.num_iterations
@@ -69,23 +71,32 @@ def test_pulled_weights_are_believed_up_to_the_learners_record(processes, tmp_pa
 
     push_forged_train_step(address, FORGED)
     assert with_record.pull() is None and without.pull() is None  # above any bound
+    # The launcher's replay summaries and `status --root_dir` show the learner's step.
+    client = reverb.Client(address)
+    assert monitor.server_counters(client)["train_step"] == FORGED
+    assert monitor.server_counters(client, run_dir=run)["train_step"] == 50
     push_forged_train_step(address, final)
     assert with_record.pull() is None  # the learner has not reached it
     assert with_record.newest_train_step == final and with_record.train_step == 50
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, acting.variables()))
-    assert not shared.finished(with_record.newest_train_step)
+    assert not shared.finished(with_record.newest_train_step, with_record.train_step)
     # A role without the learner's run directory has only the server's number (README: Security).
-    assert without.pull() == final and alone.finished(final)
+    assert without.pull() == final and alone.finished(final, final)
 
     # The learner's own progress moves the bound; its final checkpoint, as TF writes it, ends it.
     write_reached(run, final)
     assert with_record.pull() == final
-    assert not shared.finished(final)
+    assert not shared.finished(final, final)
     checkpoint = tf.train.Checkpoint(step=tf.Variable(1))
     tf.train.CheckpointManager(checkpoint, run.checkpoints, 3).save(checkpoint_number=final - 150)
-    assert newest_checkpoint_step(run) == final - 150 and not shared.finished(final)
+    assert newest_checkpoint_step(run) == final - 150 and not shared.finished(final, final)
     tf.train.CheckpointManager(checkpoint, run.checkpoints, 3).save(checkpoint_number=final)
-    assert newest_checkpoint_step(run) == final and shared.finished(None)
+    assert newest_checkpoint_step(run) == final and shared.finished(final, final)
+    # Found before the final weights were taken: it waits for them, but not for good.
+    late = LearnerStep(run, final)
+    assert not late.finished(final, final - 25)
+    monkeypatch.setattr(learner_step, "FINAL_WEIGHTS_WAIT_S", 0.0)
+    assert late.finished(final, final - 25)
 
 
 def learner_steps(log) -> list[tuple[float, int]]:
@@ -137,7 +148,7 @@ def test_a_client_pushing_forged_train_steps_neither_ends_nor_hangs_the_run(
     refused = "ignored weights pushed under train step"
     assert refused in read(run.log("collector-0")) and refused in read(run.log("evaluator"))
     (done,) = reports(run.log("collector-0"), "collector_done")
-    assert done["last_policy_train_step"] <= final
+    assert done["last_policy_train_step"] == final
     assert "restarted" not in output
 
 
@@ -169,4 +180,5 @@ def test_a_learner_killed_before_its_final_checkpoint_finishes_after_its_restart
     assert [r["train_step"] for r in reports(run.log("learner"), "learner_done")] == [400]
     assert newest_checkpoint_step(run) == 400
     assert read_evaluations(run.metrics)[0][-1]["train_step"] == 400
-    assert reports(run.log("collector-0"), "collector_done")
+    (done,) = reports(run.log("collector-0"), "collector_done")
+    assert done["last_policy_train_step"] == 400

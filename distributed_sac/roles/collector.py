@@ -165,7 +165,9 @@ class Collector:
         if self.policy_version.pulled(weights.train_step):
             self._policy.sync()
         # At pulls only: a file read each env step would cost more than the step.
-        self.training_done = self._learner_step.finished(weights.newest_train_step)
+        self.training_done = self._learner_step.finished(
+            weights.newest_train_step, weights.train_step
+        )
 
     def _step(self) -> None:
         if self.actor.env_steps % self._config.weight_pull_interval == 0:

@@ -166,11 +166,11 @@ class Training:
             loss = self._run_chunk(iterations)
             previous, step = step, int(self._agent.train_step_counter.numpy())
             write_reached(self._run_dir, step)
-            try:
-                if step < final_step:
+            if step < final_step:  # the final weights: main pushes them after its checkpoint
+                try:
                     self._server.call(lambda parts: parts.weights.push())
-            except CallAbandoned:  # the triggers below run again after the restart
-                break
+                except CallAbandoned:  # the triggers below run again after the restart
+                    break
             for trigger in self._triggers:
                 trigger(previous, step, loss)
             nan_step = self._faults.nan_weights_at_step

@@ -176,7 +176,7 @@ def run_cluster(cluster: Cluster, port: int, num_collectors: int) -> None:
         f"started learner, {num_collectors} collector(s), evaluator; training to step "
         f"{console.total_steps}"
     )
-    replay_monitor = monitor.ReplayMonitor(address, cluster.run_dir.replay)
+    replay_monitor = monitor.ReplayMonitor(address, cluster.run_dir.replay, run_dir=cluster.run_dir)
     env_steps: dict[int, int] = {}
     while not all(cluster.finished(name) for name in workers):
         show_reports(cluster, console, env_steps)
