@@ -83,13 +83,19 @@ class Builder:
         return ExperienceWriter(client, self.collect_data_spec)
 
     def make_weight_client(
-        self, address: str, policy_variables, train_step=None, update_period: int = 1
+        self, address: str, policy_variables, train_step=None, update_period: int = 1, accept=None
     ) -> WeightClient:
         """A weight client on the server at `address` (learner: pushes `train_step` with the
-        weights; actors: pull into `policy_variables` every `update_period` calls of update())."""
+        weights; actors: pull into `policy_variables` every `update_period` calls of update(),
+        weights whose train step `accept` refuses left alone)."""
         client = self.connect(address, (tables.VARIABLES_TABLE,))
         return WeightClient(
-            client, policy_variables, train_step, update_period, self.config.server_call_timeout_s
+            client,
+            policy_variables,
+            train_step,
+            update_period,
+            self.config.server_call_timeout_s,
+            accept,
         )
 
     def make_policy(self):

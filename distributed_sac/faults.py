@@ -25,3 +25,6 @@ class FaultInjection:
     # Seconds each replay checkpoint (periodic or final) waits before Reverb writes it: a
     # checkpoint as slow as a big table's, so a test can stop the server while one is under way.
     replay_checkpoint_delay_s: float = 0.0
+    # The learner SIGKILLs itself after its last chunk of training, before its final checkpoint,
+    # when it started without a checkpoint (so its restart, from an earlier one, finishes).
+    kill_before_final_checkpoint: bool = False

@@ -2,6 +2,7 @@
 
 run.lock               held by the launcher and its roles while a run is live (run_lock)
 operative_config.gin   the config the learner actually used
+learner_step.json      the train step the learner has reached (learner_step)
 logs/<role>.log        each role's output, captured by the launcher
 checkpoints/           learner checkpoints (strict restore)
 train/                 learner TensorBoard summaries (TF-Agents' Learner writes them there)
@@ -23,6 +24,7 @@ from distributed_sac.errors import UserError
 
 RUN_LOCK = "run.lock"
 OPERATIVE_CONFIG = "operative_config.gin"
+LEARNER_STEP = "learner_step.json"
 LOGS = "logs"
 CHECKPOINTS = "checkpoints"
 TRAIN = "train"  # tf_agents.train.learner.TRAIN_DIR
@@ -66,6 +68,10 @@ class RunDir:
     @property
     def operative_config(self) -> str:
         return self._join(OPERATIVE_CONFIG)
+
+    @property
+    def learner_step(self) -> str:
+        return self._join(LEARNER_STEP)
 
     @property
     def logs(self) -> str:

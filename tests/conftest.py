@@ -203,12 +203,16 @@ def reports(log_path, event) -> list[dict]:
     return fields_of(str(log_path), event)
 
 
-def launch(processes, root_dir, *extra, out=None):
-    """launch/local.sh on the smoke config; its output goes to `out` (default: beside root_dir,
-    <name>-launcher.out). Returns (process, output path)."""
+# The launcher as local.sh runs it, without local.sh's venv check: in this Python.
+LAUNCHER_MODULE = (sys.executable, "-m", "distributed_sac.tools.launcher")
+
+
+def launch(processes, root_dir, *extra, out=None, command=(LOCAL_SH,)):
+    """launch/local.sh (or `command`) on the smoke config; its output goes to `out` (default:
+    beside root_dir, <name>-launcher.out). Returns (process, output path)."""
     root_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        LOCAL_SH,
+        *command,
         "--gin_file",
         SMOKE_GIN,
         "--root_dir",

@@ -6,6 +6,8 @@ a TF-Agents actor with a ReverbVariableContainer on this table follows this proj
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import reverb
 import tensorflow as tf
@@ -66,6 +68,8 @@ class WeightClient:
     With an `update_period`, `update()` pulls only on every period-th call, as Acme's variable
     client does: an actor calls it every env step and fetches every `update_period` steps.
     Pushes and pulls are bounded calls: a server that stopped answering raises ServerCallTimeout.
+    Any client can push, so an actor passes `accept` (LearnerStep.acceptable): weights pushed
+    under a train step it refuses are not assigned.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class WeightClient:
         train_step: tf.Variable | None = None,
         update_period: int = 1,
         call_timeout_s: float = 30.0,
+        accept: Callable[[int], bool] | None = None,
     ):
         self._client = client
         self._variables = list(policy_variables)
@@ -82,7 +87,9 @@ class WeightClient:
         self._update_period = update_period
         self._calls = 0
         self._bounded = BoundedCall("weights", call_timeout_s)
+        self._accept = accept
         self.train_step: int | None = None  # of the weights pulled last
+        self.newest_train_step: int | None = None  # seen on the server last, accepted or not
 
     def push(self) -> None:
         values = weights_nest([v.numpy() for v in self._variables], self._train_step.numpy())
@@ -90,8 +97,8 @@ class WeightClient:
 
     def pull(self) -> int | None:
         """Assigns the newest pushed weights; returns their train step, or None before any push
-        (and when the item there does not fit these variables: it is left alone, with a
-        warning, until the learner's next push replaces it)."""
+        (and when the item there does not fit these variables, or `accept` refuses its train
+        step: it is left alone, with a warning, until the learner's next push replaces it)."""
         values = self._bounded(_read_newest, self._client, weights_nest(self._variables, 0))
         if values is None:
             return None
@@ -102,9 +109,12 @@ class WeightClient:
         ):
             logging.warning("ignored weights on the server that do not fit this policy")
             return None
+        self.newest_train_step = int(values[TRAIN_STEP_KEY])
+        if self._accept is not None and not self._accept(self.newest_train_step):
+            return None
         for variable, array in zip(self._variables, arrays):
             variable.assign(array)
-        self.train_step = int(values[TRAIN_STEP_KEY])
+        self.train_step = self.newest_train_step
         return self.train_step
 
     def update(self) -> bool:

@@ -13,6 +13,7 @@ from distributed_sac import cli
 from distributed_sac.actor import Actor, EpisodeStatistics
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError
+from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
@@ -50,8 +51,7 @@ class PolicyVersion:
     """Which weights the collector acts with, and its policy lag (train steps between the newest
     pushed weights and the ones acted with, read at each pull just before switching)."""
 
-    def __init__(self, final_train_step: int):
-        self._final = final_train_step
+    def __init__(self):
         self.train_step: int | None = None
         self.versions: set[int] = set()
         self.lags: list[int] = []
@@ -66,10 +66,6 @@ class PolicyVersion:
         self.train_step = train_step
         self.versions.add(train_step)
         return new
-
-    @property
-    def training_done(self) -> bool:
-        return self.train_step is not None and self.train_step >= self._final
 
     def take_mean_lag(self) -> float | None:
         lag = round(sum(self.lags) / len(self.lags), 1) if self.lags else None
@@ -116,9 +112,11 @@ class ProgressReport:
 
 class Collector:
     """Acts with random actions until the table holds the initial collection (a global budget),
-    then with the newest pulled weights, until the learner has reached its final step."""
+    then with the newest pulled weights, until training is finished: with the learner's run
+    directory (`run_dir`), once the learner's checkpoint of its final step is there; without,
+    once the pulled weights carry the final train step (see learner_step)."""
 
-    def __init__(self, builder: Builder, task: int, summaries=None):
+    def __init__(self, builder: Builder, task: int, summaries=None, run_dir=None):
         from tf_agents.policies import random_py_policy
 
         config = builder.config
@@ -129,7 +127,9 @@ class Collector:
         self._random_policy = random_py_policy.RandomPyPolicy(
             env.time_step_spec(), env.action_spec(), seed=seed
         )
-        self.policy_version = PolicyVersion(config.num_iterations)
+        self.policy_version = PolicyVersion()
+        self._learner_step = LearnerStep(run_dir, config.num_iterations)
+        self.training_done = False
         self.server = Reconnecting("collector", self._connect)
         self.random_steps = 0  # taken with random actions (the initial collection)
         self._initial_collect_done = False
@@ -152,14 +152,22 @@ class Collector:
             cli.variables_address(),
             self._policy.tf_variables,
             update_period=self._config.weight_pull_interval,
+            accept=self._learner_step.acceptable,
         )
         return ServerParts(client, weights, self._builder.make_experience_writer(client))
 
     def _pull(self, every_call: bool) -> None:
         weights = self.server.parts.weights
-        pulled = weights.pull() is not None if every_call else weights.update()
-        if pulled and self.policy_version.pulled(weights.train_step):
+        if every_call:
+            weights.pull()
+        elif not weights.update():
+            return
+        if self.policy_version.pulled(weights.train_step):
             self._policy.sync()
+        # At pulls only: a file read each env step would cost more than the step.
+        self.training_done = self._learner_step.finished(
+            weights.newest_train_step, weights.train_step
+        )
 
     def _step(self) -> None:
         if self.actor.env_steps % self._config.weight_pull_interval == 0:
@@ -168,7 +176,7 @@ class Collector:
                 size = tables.table_sizes(self.server.parts.client)[tables.EXPERIENCE_TABLE]
                 self._initial_collect_done = size >= self._config.initial_collect_steps
         self._pull(every_call=False)
-        if self.policy_version.training_done:
+        if self.training_done:
             return
         learned = self._initial_collect_done and self.policy_version.train_step is not None
         self.random_steps += not learned
@@ -176,11 +184,11 @@ class Collector:
         # Held back by the rate limiter: the learner is behind, or it has finished.
         while not self.server.parts.writer.wait_for_room(timeout_s=1.0):
             self._pull(every_call=True)
-            if self.policy_version.training_done:
+            if self.training_done:
                 return
 
     def run(self) -> None:
-        while not self.policy_version.training_done:
+        while not self.training_done:
             try:
                 self._step()
             except Exception as error:
@@ -215,7 +223,7 @@ def main() -> None:
     tf.random.set_seed(config.seed + task)
     run_dir = cli.run_dir("collector", required=False)
     summaries = run_dir and tf.summary.create_file_writer(run_dir.collect(task))
-    collector = Collector(Builder(config), task, summaries)
+    collector = Collector(Builder(config), task, summaries, run_dir)
     collector.run()
     done = collector.close()
     if summaries is not None:

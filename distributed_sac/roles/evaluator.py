@@ -14,6 +14,7 @@ from distributed_sac import cli, evaluation
 from distributed_sac.best_policy import BestPolicyKeeper, describe
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError
+from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
@@ -97,10 +98,14 @@ def main() -> None:
     builder = Builder(config)
     env = evaluation.make_eval_env(builder)
     greedy = builder.make_acting_policy(greedy=True)
+    # Evaluates no train step the learner has not reached (see learner_step).
+    learner_step = LearnerStep(run_dir, config.num_iterations)
     server = Reconnecting(
         "evaluator",
         lambda: (
-            builder.make_weight_client(cli.variables_address(), greedy.tf_variables),
+            builder.make_weight_client(
+                cli.variables_address(), greedy.tf_variables, accept=learner_step.acceptable
+            ),
             builder.connect(cli.FLAGS.replay_server_address, (tables.EXPERIENCE_TABLE,)),
         ),
     )

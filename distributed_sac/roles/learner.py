@@ -4,6 +4,7 @@ checkpoints, saves policies."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import sys
@@ -17,6 +18,7 @@ from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import CallAbandoned, ServerUnreachable, UserError
 from distributed_sac.faults import FaultInjection
+from distributed_sac.learner_step import write_reached
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
@@ -93,11 +95,14 @@ class ProgressLog:
 class Training:
     """Runs the Learner in chunks of weight_push_interval train steps, each once the intake has
     drained the experience it needs. After each chunk it checks loss and weights for NaN/inf,
-    and only then pushes weights and calls the triggers, so nothing from a diverged step leaves
-    the process."""
+    and only then records the step reached (learner_step), pushes weights and calls the
+    triggers, so nothing from a diverged step leaves the process. The final step's weights are
+    pushed by main, after the final checkpoint: a learner killed between the two would resume
+    from an earlier checkpoint while collectors that saw the final step had stopped."""
 
-    def __init__(self, learner, agent, checkpoints, server, intake, triggers, faults):
+    def __init__(self, learner, agent, checkpoints, server, intake, triggers, faults, run_dir):
         self._learner, self._agent, self._checkpoints = learner, agent, checkpoints
+        self._run_dir = run_dir
         self._server, self._intake = server, intake
         self._triggers, self._faults = triggers, faults
 
@@ -140,10 +145,12 @@ class Training:
                 break
             loss = self._run_chunk(iterations)
             previous, step = step, int(self._agent.train_step_counter.numpy())
-            try:
-                self._server.call(lambda parts: parts.weights.push())
-            except CallAbandoned:  # the triggers below run again after the restart
-                break
+            write_reached(self._run_dir, step)
+            if step < final_step:  # the final weights: main pushes them after its checkpoint
+                try:
+                    self._server.call(lambda parts: parts.weights.push())
+                except CallAbandoned:  # the triggers below run again after the restart
+                    break
             for trigger in self._triggers:
                 trigger(previous, step, loss)
             nan_step = self._faults.nan_weights_at_step
@@ -272,8 +279,9 @@ def main() -> None:
     restored = checkpoints.restore_latest()
     exporter = PolicyExporter(run_dir.policies, agent.collect_policy, train_step)
     server = Reconnecting("learner", connect)
-    server.call(lambda parts: parts.weights.push())  # collectors continue from the restored policy
     step = int(train_step.numpy())
+    write_reached(run_dir, step)  # before the push: consumers take no step above the record
+    server.call(lambda parts: parts.weights.push())  # collectors continue from the restored policy
     report(
         "learner_start",
         train_step=step,
@@ -286,7 +294,7 @@ def main() -> None:
     triggers = make_triggers(config, learner, checkpoints, exporter, step, replay)
     intake = ExperienceIntake(replay, server, config)
     faults = FaultInjection()
-    training = Training(learner, agent, checkpoints, server, intake, triggers, faults)
+    training = Training(learner, agent, checkpoints, server, intake, triggers, faults, run_dir)
     started = (step, int(replay.added.numpy()))
     try:
         step = training.run(step, config.num_iterations, config.weight_push_interval, stop)
@@ -312,9 +320,14 @@ def main() -> None:
         )
         # Not 0: training is unfinished, so a supervisor should start the learner again.
         sys.exit(128 + signal.SIGTERM)
+    if faults.kill_before_final_checkpoint and restored is None:
+        logging.warning("FaultInjection: killing the learner before its final checkpoint")
+        os.kill(os.getpid(), signal.SIGKILL)
     # A run that ends on a multiple of the intervals was just checkpointed and exported by the
     # triggers, with these very weights: saving them again would cost a second write of each.
     path = checkpoints.latest if checkpoints.latest_is_at(step) else checkpoints.save(step)
+    # The final weights only now: whoever sees them finds training finished for good.
+    server.call(lambda parts: parts.weights.push())
     if exporter.exported_at != step:
         exporter.export()
     report(

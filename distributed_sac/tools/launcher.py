@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-from distributed_sac import processes, run_lock  # noqa: E402
+from distributed_sac import learner_step, processes, run_lock  # noqa: E402
 from distributed_sac.addresses import check_port  # noqa: E402
 from distributed_sac.config import BUNDLED_GIN_DIR, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
@@ -182,7 +182,7 @@ def run_cluster(cluster: Cluster, port: int, num_collectors: int) -> None:
         f"started learner, {num_collectors} collector(s), evaluator; training to step "
         f"{console.total_steps}"
     )
-    replay_monitor = monitor.ReplayMonitor(address, cluster.run_dir.replay)
+    replay_monitor = monitor.ReplayMonitor(address, cluster.run_dir.replay, run_dir=cluster.run_dir)
     env_steps: dict[int, int] = {}
     while not all(cluster.finished(name) for name in workers):
         show_reports(cluster, console, env_steps)
@@ -276,6 +276,10 @@ def main(argv) -> None:
         lock_fd = run_lock.hold(
             run_dir, lambda line: print(f"local.sh: {line}", flush=True), FLAGS.orphan_wait_s
         )
+        if learner_step.read_reached(run_dir) is None:
+            # Nothing reached yet: from their start on, the roles check pushed train steps
+            # against the learner's record, never only against the server's number.
+            learner_step.write_reached(run_dir, 0)
         role_args = ["--root_dir", run_dir.root]
         for path in gin_files:
             role_args += ["--gin_file", path]

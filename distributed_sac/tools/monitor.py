@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import time
 
+from distributed_sac import learner_step
 from distributed_sac.replay import tables, weights
 from distributed_sac.replay.connection import BoundedCall
 
 
-def server_counters(client, timeout_s: int = 30) -> dict:
+def server_counters(client, timeout_s: int = 30, run_dir=None) -> dict:
     """Table sizes, pairs inserted and pairs the learner drained from the feed (rate-limiter
     counters, since the server started), and the train step of the newest pushed weights (None
-    before the first push). Reading the weights waits for a lost server for good: call this
-    through a BoundedCall."""
+    before the first push; with the learner's `run_dir`, no more than the learner recorded
+    having reached, since any client can push a step). Reading the weights waits for a lost
+    server for good: call this through a BoundedCall."""
     info = client.server_info(timeout=timeout_s)
+    pushed = weights.newest_train_step(client, timeout_s)
+    reached = None if run_dir is None else learner_step.read_reached(run_dir)
     return {
         "time": time.monotonic(),
         "table_sizes": {name: table.current_size for name, table in info.items()},
         "table_capacities": {name: table.max_size for name, table in info.items()},
         "inserts": info[tables.EXPERIENCE_TABLE].rate_limiter_info.insert_stats.completed,
         "drained": info[tables.FEED_TABLE].rate_limiter_info.sample_stats.completed,
-        "train_step": weights.newest_train_step(client, timeout_s),
+        "train_step": pushed if pushed is None or reached is None else min(pushed, reached),
     }
 
 
@@ -81,7 +85,7 @@ class ReplayMonitor:
     learner's train step) and returns the figures. A server that is away or hung is skipped, not
     fatal, and never holds up the caller (the launcher's supervision loop) for more than 3 s."""
 
-    def __init__(self, address: str, summary_dir: str, interval_s: float = 5.0):
+    def __init__(self, address: str, summary_dir: str, interval_s: float = 5.0, run_dir=None):
         import reverb
         import tensorflow as tf
 
@@ -91,6 +95,7 @@ class ReplayMonitor:
         self._bounded = BoundedCall("replay monitor", timeout_s=3)
         self._previous = None
         self._last_poll = 0.0
+        self._run_dir = run_dir
 
     def poll(self) -> dict | None:
         """Counters and rates since the previous poll; None when not due or unreachable."""
@@ -100,7 +105,7 @@ class ReplayMonitor:
             return None
         self._last_poll = time.monotonic()
         try:
-            counters = self._bounded(server_counters, self._client, 2)
+            counters = self._bounded(server_counters, self._client, 2, self._run_dir)
         except Exception:  # the server is restarting; the launcher reports that itself
             return None
         figures = dict(counters)

@@ -162,6 +162,7 @@ def main() -> None:
         raise UserError(f"--root_dir {root_dir} is not a directory")
     if FLAGS.interval_s <= 0:
         raise UserError("--interval_s must be positive")
+    run_dir = None if root_dir is None else RunDir(root_dir)
     logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
     address = check_address(FLAGS.replay_server_address, "--replay_server_address")
     # Ctrl-C sets a flag that the loop reads, instead of raising KeyboardInterrupt wherever the
@@ -177,7 +178,8 @@ def main() -> None:
 
     def counters(parts):
         client, bounded = parts
-        return bounded(monitor.server_counters, client, max(1, int(FLAGS.timeout_s)))
+        timeout_s = max(1, int(FLAGS.timeout_s))
+        return bounded(monitor.server_counters, client, timeout_s, run_dir)
 
     try:
         # A server that goes away or stops answering is waited for up to --timeout_s, then a
