@@ -6,6 +6,7 @@ import functools
 import random
 
 import numpy as np
+import tree
 
 from distributed_sac.config import RunConfig
 from distributed_sac.errors import UserError
@@ -33,6 +34,13 @@ def load_env(config: RunConfig, seed: int | None = None):
     env = suite_gym.load(
         config.env_name, max_episode_steps=config.max_episode_steps, env_wrappers=env_wrappers
     )
+    discrete = [spec for spec in tree.flatten(env.action_spec()) if spec.dtype.kind != "f"]
+    if discrete:
+        env.close()
+        raise UserError(
+            f"RunConfig.env_name '{config.env_name}' has discrete actions "
+            f"({discrete[0].dtype.name}); SAC needs continuous actions (a gym Box action space)"
+        )
     if config.observation_scale is not None:
         env = scale_observations(env, config.observation_scale)
     if seed is not None:
@@ -40,6 +48,12 @@ def load_env(config: RunConfig, seed: int | None = None):
         np.random.seed(seed)
         env.seed(seed)
     return env
+
+
+def check_env(config: RunConfig) -> None:
+    """UserError unless RunConfig.env_name is a task SAC can learn: known, continuous actions,
+    observation_scale fitting it. Loads the environment once (under a second for Minitaur)."""
+    load_env(config).close()
 
 
 def scale_observations(env, scale):
