@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
+import sys
 
 import numpy as np
 import tree
@@ -52,8 +54,30 @@ def load_env(config: RunConfig, seed: int | None = None):
 
 def check_env(config: RunConfig) -> None:
     """UserError unless RunConfig.env_name is a task SAC can learn: known, continuous actions,
-    observation_scale fitting it. Loads the environment once (under a second for Minitaur)."""
-    load_env(config).close()
+    observation_scale fitting it. Loads the environment once (under a second for Minitaur),
+    quietly: pybullet and gym print start-up lines (some from C) that a role's log keeps but the
+    launcher's console need not show."""
+    import ctypes
+    import warnings
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_env(config).close()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        libc.fflush(None)  # C's buffered lines go to /dev/null too, not after the restore
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)
 
 
 def scale_observations(env, scale):
