@@ -208,7 +208,7 @@ FIELD_RULES = {
     "replay_checkpoint_interval_s": Rule(integer=False, low=0),  # 0: only at exit
     "summary_interval": _count(0),  # 0: no summaries
     "log_interval": _count(),  # collectors report every log_interval env steps
-    # A day: Reverb takes call timeouts as whole seconds in a C++ integer.
+    # At most a day: a role waiting longer for its server is a typo, not a plan.
     "connect_timeout_s": Rule(integer=False, low=0, high=DAY_S, above=True),
     "server_call_timeout_s": Rule(integer=False, low=0, high=DAY_S, above=True),
     "dataset_prefetch_batches": _count(0),
