@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -70,33 +71,150 @@ class RunConfig:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise UserError(f"RunConfig.{field.name} must not be negative, got {value}")
-        for name in (
-            "num_iterations",
-            "replay_capacity",
-            "batch_size",
-            "weight_push_interval",
-            "weight_pull_interval",
-            "eval_interval",
-            "num_eval_episodes",
-            "num_collectors",
-            "action_repeat",
-        ):
-            if getattr(self, name) < 1:
-                raise UserError(f"RunConfig.{name} must be at least 1, got {getattr(self, name)}")
-        if not 1 <= self.initial_collect_steps <= self.replay_capacity:
+            FIELD_RULES[field.name].check(field.name, getattr(self, field.name))
+        if self.initial_collect_steps > self.replay_capacity:
             raise UserError(
                 f"RunConfig.initial_collect_steps ({self.initial_collect_steps}) must be between 1 "
                 f"and RunConfig.replay_capacity ({self.replay_capacity})"
             )
-        if self.observation_scale is not None and not all(
-            isinstance(factor, (int, float)) and factor > 0 for factor in self.observation_scale
+        if self.batch_size > self.replay_capacity:
+            raise UserError(
+                f"RunConfig.batch_size ({self.batch_size}) must not exceed "
+                f"RunConfig.replay_capacity ({self.replay_capacity}): a batch larger than the "
+                "replay repeats its pairs"
+            )
+
+
+# numpy's legacy seeding (np.random.seed, which Minitaur's randomizer draws from) takes
+# 0 .. 2**32 - 1; TensorFlow, Python's random and NumpyActorPolicy accept those too.
+SEED_LIMIT = 2**32
+# TensorFlow and Reverb hold counts and sizes as int64.
+INT64_MAX = 2**63 - 1
+DAY_S = 86_400
+
+
+def derived_seed(seed: int, offset: int) -> int:
+    """The seed of one role's generators, `offset` apart from the run's seed (a collector's
+    task, the evaluator's offset), wrapped into the range every generator takes."""
+    return (seed + offset) % SEED_LIMIT
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one RunConfig field accepts: an integer (or any finite number) from `low` to `high`
+    (`low` itself excluded when `above`; integers at most int64's largest), or None when
+    `optional`."""
+
+    integer: bool
+    low: int
+    high: int | None = None
+    above: bool = False
+    optional: bool = False
+
+    @property
+    def _high(self) -> float:
+        if self.high is not None:
+            return self.high
+        return INT64_MAX if self.integer else math.inf
+
+    def expected(self, value=None) -> str:
+        """What the field takes, in words; the upper bound only when it is the field's own or
+        `value` is beyond it."""
+        kind = "an integer" if self.integer else "a number"
+        show_high = self.high is not None or (_is_number(value) and value > self._high)
+        if self.above:
+            text = f"{kind} above {self.low}" + (f" and at most {self._high}" if show_high else "")
+        elif show_high:
+            text = f"{kind} from {self.low} to {self._high}"
+        else:
+            text = f"{kind} of at least {self.low}"
+        return f"None or {text}" if self.optional else text
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if not _is_number(value) or (self.integer and not isinstance(value, int)):
+            return False
+        return (value > self.low if self.above else value >= self.low) and value <= self._high
+
+    def check(self, name: str, value) -> None:
+        """UserError naming the field, the value (with its type when that is what is wrong) and
+        what the field takes."""
+        if self.accepts(value):
+            return
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        right_type = value is None or (numeric and (isinstance(value, int) or not self.integer))
+        kind = "" if right_type else f" (a {type(value).__name__})"
+        raise UserError(f"RunConfig.{name} must be {self.expected(value)}, got {value!r}{kind}")
+
+
+def _is_number(value) -> bool:
+    """A finite int or float; not a bool, which Python counts as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+class TextRule:
+    """A non-empty string (RunConfig.env_name)."""
+
+    def check(self, name: str, value) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"RunConfig.{name} must be a non-empty string, got {value!r}")
+
+
+class FactorsRule:
+    """None, or one positive finite factor per observation dimension."""
+
+    def check(self, name: str, value) -> None:
+        if value is None:
+            return
+        factor = Rule(integer=False, low=0, above=True)
+        if (
+            not isinstance(value, (tuple, list))
+            or not value
+            or not all(factor.accepts(v) for v in value)
         ):
-            raise UserError("RunConfig.observation_scale must hold positive numbers only")
-        if self.updates_per_env_step is not None and self.updates_per_env_step <= 0:
-            raise UserError("RunConfig.updates_per_env_step must be positive or None")
+            raise UserError(
+                f"RunConfig.{name} must be None or a tuple of numbers above 0, got {value!r}"
+            )
+
+
+def _count(low: int = 1, optional: bool = False) -> Rule:
+    return Rule(integer=True, low=low, optional=optional)
+
+
+# Every RunConfig field, checked when a RunConfig is made: before the launcher starts any role,
+# and in each role before it does anything else (tests/test_config.py checks none is missing).
+FIELD_RULES = {
+    "env_name": TextRule(),
+    "max_episode_steps": _count(optional=True),
+    "action_repeat": _count(),
+    "observation_scale": FactorsRule(),
+    "seed": Rule(integer=True, low=0, high=SEED_LIMIT - 1),
+    "num_iterations": _count(),
+    "initial_collect_steps": _count(),
+    "replay_capacity": _count(),
+    "batch_size": _count(),
+    "updates_per_env_step": Rule(integer=False, low=0, above=True, optional=True),
+    "num_collectors": _count(),
+    "rate_limiter_slack_steps": _count(0),  # the feed holds at least 2 (replay/tables)
+    "weight_push_interval": _count(),
+    "weight_pull_interval": _count(),
+    "eval_interval": _count(),
+    "num_eval_episodes": _count(),
+    "policy_save_interval": _count(0),  # 0: only the final export
+    "checkpoint_interval": _count(0),  # 0: only at exit
+    "replay_checkpoint_interval_s": Rule(integer=False, low=0),  # 0: only at exit
+    "summary_interval": _count(0),  # 0: no summaries
+    "log_interval": _count(),  # collectors report every log_interval env steps
+    # At most a day: a role waiting longer for its server is a typo, not a plan.
+    "connect_timeout_s": Rule(integer=False, low=0, high=DAY_S, above=True),
+    "server_call_timeout_s": Rule(integer=False, low=0, high=DAY_S, above=True),
+    "dataset_prefetch_batches": _count(0),
+    "learner_tf_threads": _count(0),  # 0: every core
+    "actor_tf_threads": _count(0),
+}
 
 
 def _check_gin_file(path: str) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
+import sys
 
 import numpy as np
+import tree
 
 from distributed_sac.config import RunConfig
 from distributed_sac.errors import UserError
@@ -33,6 +36,13 @@ def load_env(config: RunConfig, seed: int | None = None):
     env = suite_gym.load(
         config.env_name, max_episode_steps=config.max_episode_steps, env_wrappers=env_wrappers
     )
+    discrete = [spec for spec in tree.flatten(env.action_spec()) if spec.dtype.kind != "f"]
+    if discrete:
+        env.close()
+        raise UserError(
+            f"RunConfig.env_name '{config.env_name}' has discrete actions "
+            f"({discrete[0].dtype.name}); SAC needs continuous actions (a gym Box action space)"
+        )
     if config.observation_scale is not None:
         env = scale_observations(env, config.observation_scale)
     if seed is not None:
@@ -40,6 +50,34 @@ def load_env(config: RunConfig, seed: int | None = None):
         np.random.seed(seed)
         env.seed(seed)
     return env
+
+
+def check_env(config: RunConfig) -> None:
+    """UserError unless RunConfig.env_name is a task SAC can learn: known, continuous actions,
+    observation_scale fitting it. Loads the environment once (under a second for Minitaur),
+    quietly: pybullet and gym print start-up lines (some from C) that a role's log keeps but the
+    launcher's console need not show."""
+    import ctypes
+    import warnings
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_env(config).close()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        libc.fflush(None)  # C's buffered lines go to /dev/null too, not after the restore
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)
 
 
 def scale_observations(env, scale):

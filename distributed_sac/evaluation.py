@@ -9,6 +9,8 @@ from typing import Callable
 
 from absl import logging
 
+from distributed_sac.config import derived_seed
+
 EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
 # What every evaluation line carries (plot and status rely on these).
 REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
@@ -16,7 +18,7 @@ REQUIRED_KEYS = ("train_step", "AverageReturn", "wall_time")
 
 def make_eval_env(builder):
     """The evaluation environment, seeded from the run's seed (apart from the collectors')."""
-    return builder.make_env(seed=builder.config.seed + EVAL_SEED_OFFSET)
+    return builder.make_env(seed=derived_seed(builder.config.seed, EVAL_SEED_OFFSET))
 
 
 def run_episodes(

@@ -18,6 +18,7 @@ from tests.conftest import (
     free_port,
     last_line,
     one_error_line,
+    run_tool,
     start_server,
     unwritable_dir,
 )
@@ -221,12 +222,11 @@ def test_unknown_environment_is_named(tmp_path):
     assert "unknown environment 'NoSuchEnv-v0'" in last_line(result.stderr)
 
 
-@pytest.mark.parametrize("task", ["-3", "one"])
+@pytest.mark.parametrize("task", ["-3", "one", "4294967296"])
 def test_collector_rejects_a_bad_task_id(task):
     result = run_role("collector", ["--gin_file", SMOKE_GIN, "--task", task])
-    assert result.returncode == 2
-    assert last_line(result.stderr) == (
-        f"collector: error: --task must be a non-negative integer or 'auto', got '{task}'"
+    assert one_error_line(result, "collector") == (
+        f"collector: error: --task must be 'auto' or an integer from 0 to 4294967295, got '{task}'"
     )
 
 
@@ -315,21 +315,113 @@ def test_gin_file_that_is_not_utf8(tmp_path):
     )
 
 
-def test_launcher_names_an_unknown_environment(tmp_path):
-    result = run_local_sh(
-        [
-            "--gin_file",
-            SMOKE_GIN,
-            "--gin_bindings",
-            "RunConfig.env_name = 'NoSuchEnv-v0'",
-            "--root_dir",
-            str(tmp_path / "run"),
-            "--port",
-            str(free_port()),
-        ],
-        timeout_s=180,
+# (binding, the launcher's line after "local.sh: error: "): each named before any role starts.
+LAUNCHER_BAD_CONFIGS = [
+    (
+        "RunConfig.env_name = 'NoSuchEnv-v0'",
+        "unknown environment 'NoSuchEnv-v0' (RunConfig.env_name)",
+    ),
+    (
+        "RunConfig.env_name = 'CartPole-v1'",
+        "RunConfig.env_name 'CartPole-v1' has discrete actions (int64); SAC needs continuous "
+        "actions (a gym Box action space)",
+    ),
+    (
+        "RunConfig.seed = 4294967296",
+        "RunConfig.seed must be an integer from 0 to 4294967295, got 4294967296",
+    ),
+    (
+        "RunConfig.replay_capacity = 1e4",
+        "RunConfig.replay_capacity must be an integer of at least 1, got 10000.0 (a float)",
+    ),
+    (
+        "RunConfig.checkpoint_interval = -1",
+        "RunConfig.checkpoint_interval must be an integer of at least 0, got -1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "binding, expected",
+    [
+        LAUNCHER_BAD_CONFIGS[0],
+        LAUNCHER_BAD_CONFIGS[1],
+        LAUNCHER_BAD_CONFIGS[2],
+        # One launcher start costs ~15 s of TensorFlow import: the rest in the full tier.
+        *[pytest.param(*case, marks=pytest.mark.slow) for case in LAUNCHER_BAD_CONFIGS[3:]],
+    ],
+)
+def test_launcher_names_a_bad_config_before_starting_any_role(binding, expected, tmp_path):
+    root = tmp_path / "run"
+    args = ["--gin_file", SMOKE_GIN, "--gin_bindings", binding, "--root_dir", str(root)]
+    result = run_local_sh([*args, "--port", str(free_port())], timeout_s=180)
+    # Code 2: a configuration error, no role restarted (before: every role restarted three
+    # times for the seed, and the float capacity was blamed on a Reverb checkpoint).
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"local.sh: error: {expected}"
+    ]
+    assert not root.exists()  # nothing was started, nothing written
+
+
+# (role, binding, the role's one line after "<role>: error: "): a role started by hand, as in a
+# container, names its bad config itself before it connects anywhere.
+ROLE_BAD_CONFIGS = [
+    # The case: on a new root_dir this was "cannot load the Reverb checkpoint …".
+    (
+        "replay_server",
+        "RunConfig.replay_capacity = 1e4",
+        "RunConfig.replay_capacity must be an integer of at least 1, got 10000.0 (a float)",
+    ),
+    # Before: "trajectory field action is int64; experience is stored as float32 …".
+    (
+        "replay_server",
+        "RunConfig.env_name = 'CartPole-v1'",
+        "RunConfig.env_name 'CartPole-v1' has discrete actions (int64); SAC needs continuous "
+        "actions (a gym Box action space)",
+    ),
+    # Before: a 26-line traceback ending in numpy's "Seed must be between 0 and 2**32 - 1".
+    (
+        "learner",
+        "RunConfig.seed = 4294967296",
+        "RunConfig.seed must be an integer from 0 to 4294967295, got 4294967296",
+    ),
+    # Before: accepted (the server too ran with it); the role went on to connect.
+    (
+        "collector",
+        "RunConfig.batch_size = 2.5",
+        "RunConfig.batch_size must be an integer of at least 1, got 2.5 (a float)",
+    ),
+    # Before: accepted; the role went on to connect.
+    (
+        "evaluator",
+        "RunConfig.server_call_timeout_s = 0",
+        "RunConfig.server_call_timeout_s must be a number above 0 and at most 86400, got 0",
+    ),
+]
+
+
+@pytest.mark.parametrize("role, binding, expected", ROLE_BAD_CONFIGS)
+def test_role_started_by_hand_names_a_bad_config(role, binding, expected, tmp_path):
+    port = free_port()  # nothing listens there: a role that got past its config would wait
+    args = ["--gin_file", SMOKE_GIN, "--gin_bindings", binding, "--root_dir", str(tmp_path)]
+    if role == "replay_server":
+        args += ["--port", str(port)]
+    else:
+        args += ["--replay_server_address", f"localhost:{port}"]
+    started = time.monotonic()
+    result = run_role(role, args)
+    assert one_error_line(result, role) == f"{role}: error: {expected}"
+    assert time.monotonic() - started < 100  # not connect_timeout_s (60 s) of retries
+    assert not (tmp_path / "reverb").exists()  # the server left no checkpoint directory
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_play_names_a_seed_out_of_range(seed, tmp_path):
+    policy = os.path.join(REPO_ROOT, "docs", "minitaur_walk_policy")
+    args = ["--policy_dir", policy, "--output", str(tmp_path / "v.mp4"), "--seed", seed]
+    result = run_tool("tools.play", args, 120)
+    assert one_error_line(result, "play") == (
+        f"play: error: --seed must be an integer from 0 to 4294967295, got {seed}"
     )
-    assert result.returncode == 1
-    line = last_line(result.stderr)
-    assert line.startswith("local.sh: error: replay_server exited with code 2: ")
-    assert "unknown environment 'NoSuchEnv-v0'" in line
+    assert not list(tmp_path.iterdir())

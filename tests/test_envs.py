@@ -68,8 +68,21 @@ def test_observation_scale_of_the_wrong_length_is_named():
     config = load_gin([SMOKE_GIN], ["RunConfig.observation_scale = (1.0, 2.0)"])
     with pytest.raises(UserError, match="observation_scale has 2 factors; .* observes 28 numbers"):
         load_env(config)
-    with pytest.raises(UserError, match="observation_scale must hold positive numbers only"):
+    with pytest.raises(UserError) as error:
         load_gin([SMOKE_GIN], ["RunConfig.observation_scale = (1.0, -2.0)"])
+    assert str(error.value) == (
+        "RunConfig.observation_scale must be None or a tuple of numbers above 0, got (1.0, -2.0)"
+    )
+
+
+def test_a_discrete_action_environment_is_named():
+    config = load_gin([SMOKE_GIN], ["RunConfig.env_name = 'CartPole-v1'"])
+    with pytest.raises(UserError) as error:
+        load_env(config)
+    assert str(error.value) == (
+        "RunConfig.env_name 'CartPole-v1' has discrete actions (int64); SAC needs continuous "
+        "actions (a gym Box action space)"
+    )
 
 
 def test_the_walking_config_builds_its_environment():

@@ -124,9 +124,10 @@ def test_bad_arguments_get_one_line_errors(tmp_path):
     assert _error(_run("--gin_file", str(tmp_path / "none.gin"), "--output_dir", new)).startswith(
         "learning: error: gin file not found"
     )
-    assert _error(
-        _run("--gin_bindings", "RunConfig.batch_size = -1", "--output_dir", new)
-    ).startswith("learning: error: RunConfig.batch_size must not be negative")
+    assert (
+        _error(_run("--gin_bindings", "RunConfig.batch_size = -1", "--output_dir", new))
+        == "learning: error: RunConfig.batch_size must be an integer of at least 1, got -1"
+    )
     assert _error(_run("--summarize", new)).startswith(
         f"learning: error: cannot read the results in {new}/learning.json"
     )

@@ -70,3 +70,20 @@ def test_a_seeded_minitaur_replays_its_randomized_physics():
     assert total == total_again
     observations_other, _ = _random_episode(seed=4)
     assert not np.array_equal(observations, observations_other)
+
+
+@pytest.mark.slow
+def test_the_largest_seed_derives_seeds_in_range_for_collectors_and_evaluator(processes, tmp_path):
+    """seed + task (a collector) and seed + 1 000 000 (the evaluator) wrap below 2**32: before,
+    both crashed in numpy's seeding ("Seed must be between 0 and 2**32 - 1")."""
+    address, _, _ = start_server(processes, tmp_path)
+    common = ["--gin_file", SMOKE_GIN, "--gin_bindings", "RunConfig.seed = 4294967295"]
+    common += ["--replay_server_address", address]
+    collector_log, evaluator_log = tmp_path / "collector.log", tmp_path / "evaluator.log"
+    collector = processes.role("collector", [*common, "--task", "1"], collector_log)
+    evaluator = processes.role(
+        "evaluator", [*common, "--root_dir", str(tmp_path / "run")], evaluator_log
+    )
+    # Both past seeding their environments and policies: collecting, and evaluating-ready.
+    wait_for_line(collector_log, "collector_progress", collector, timeout_s=180)
+    wait_for_line(evaluator_log, "evaluator_start", evaluator, timeout_s=180)

@@ -12,6 +12,7 @@ from absl import flags
 from distributed_sac import cli
 from distributed_sac.actor import Actor, EpisodeStatistics
 from distributed_sac.builder import Builder
+from distributed_sac.config import SEED_LIMIT, derived_seed
 from distributed_sac.errors import UserError
 from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
@@ -32,12 +33,13 @@ def task_id(flag: str) -> int:
     if flag == "auto":
         digest = hashlib.sha256(socket.gethostname().encode()).digest()
         return int.from_bytes(digest[:4], "big") % 1_000_000
+    bad = UserError(f"--task must be 'auto' or an integer from 0 to {SEED_LIMIT - 1}, got {flag!r}")
     try:
         task = int(flag)
     except ValueError:
-        raise UserError(f"--task must be a non-negative integer or 'auto', got {flag!r}") from None
-    if task < 0:
-        raise UserError(f"--task must be a non-negative integer or 'auto', got {flag!r}")
+        raise bad from None
+    if not 0 <= task < SEED_LIMIT:  # it offsets the run's seed (config.derived_seed)
+        raise bad
     return task
 
 
@@ -121,7 +123,7 @@ class Collector:
 
         config = builder.config
         self.task, self._config, self._builder = task, config, builder
-        seed = config.seed + task  # every collector explores differently, reproducibly
+        seed = derived_seed(config.seed, task)  # every collector explores differently
         env = builder.make_env(seed=seed)
         self._policy = builder.make_acting_policy(seed=seed)
         self._random_policy = random_py_policy.RandomPyPolicy(
@@ -220,7 +222,7 @@ def main() -> None:
     task = task_id(FLAGS.task)
     config = cli.load_config()
     cli.set_tf_threads(config.actor_tf_threads)
-    tf.random.set_seed(config.seed + task)
+    tf.random.set_seed(derived_seed(config.seed, task))
     run_dir = cli.run_dir("collector", required=False)
     summaries = run_dir and tf.summary.create_file_writer(run_dir.collect(task))
     collector = Collector(Builder(config), task, summaries, run_dir)

@@ -167,6 +167,7 @@ def _start_server(config, port: int, run_dir):
         checkpointer = reverb.checkpointers.DefaultCheckpointer(path=run_dir.reverb)
     else:
         logging.warning("no --root_dir: the tables live in memory only and are lost on exit")
+    # Built before the server: an error here is the config's, not a checkpoint's.
     made = builder.make_tables()
     configured = {table.name: table.info for table in made}
     try:
@@ -174,7 +175,7 @@ def _start_server(config, port: int, run_dir):
     except ValueError as error:
         raise UserError(f"cannot listen on port {port}: {error}") from None
     except Exception as error:
-        if checkpointer is None:
+        if checkpointer is None or not server_checkpoints.complete_checkpoints(run_dir.reverb):
             raise
         # An unreadable checkpoint; Reverb leaves it in place.
         raise UserError(

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-from distributed_sac import learner_step, processes, run_lock  # noqa: E402
+from distributed_sac import envs, learner_step, processes, run_lock  # noqa: E402
 from distributed_sac.addresses import check_port  # noqa: E402
 from distributed_sac.config import BUNDLED_GIN_DIR, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
@@ -268,6 +268,7 @@ def main(argv) -> None:
         check_port(FLAGS.port, "--port")
         gin_files = [os.path.abspath(f) for f in (FLAGS.gin_file or [DEFAULT_GIN])]
         config = load_gin(gin_files, FLAGS.gin_bindings)  # fails here, before any role starts
+        envs.check_env(config)
         run_dir = RunDir(
             os.path.abspath(
                 FLAGS.root_dir or os.path.join("runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}")

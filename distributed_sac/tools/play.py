@@ -25,7 +25,7 @@ import numpy as np
 from absl import flags
 
 from distributed_sac import best_policy, cli, entrypoint
-from distributed_sac.config import BUNDLED_GIN_DIR, load_gin
+from distributed_sac.config import BUNDLED_GIN_DIR, SEED_LIMIT, load_gin
 from distributed_sac.errors import UserError, first_line
 from distributed_sac.layout import RunDir
 
@@ -298,6 +298,8 @@ def main() -> None:
         raise UserError(
             f"--max_steps_per_episode must be at least 1, got {FLAGS.max_steps_per_episode}"
         )
+    if not 0 <= FLAGS.seed < SEED_LIMIT:  # numpy's global generator takes no other seed
+        raise UserError(f"--seed must be an integer from 0 to {SEED_LIMIT - 1}, got {FLAGS.seed}")
     output = entrypoint.check_output_path(FLAGS.output, OUTPUT_EXTENSIONS)
     if output.lower().endswith(".mp4") and (FLAGS.width % 2 or FLAGS.height % 2):
         raise UserError(
