@@ -106,7 +106,9 @@ def answers(address: str) -> str:
 
 
 def test_only_clients_of_the_runs_ca_reach_the_server_and_only_the_real_server(processes, tmp_path):
-    assert shutil.which("stunnel4"), "source launch/common.sh && ensure_system_packages test"
+    assert shutil.which(
+        "stunnel4"
+    ), "stunnel4 missing: source launch/common.sh && ensure_system_packages test"
     certs = make_certs(tmp_path / "certs", "collector")
     other = make_certs(tmp_path / "other", "intruder")
     address, _, _ = start_server(processes, tmp_path)
