@@ -371,7 +371,12 @@ def print_table(figures: dict) -> None:
                 f"TLS tunnel, cluster UTD 1, {n} collector(s): learner steps/s (vs plain)",
                 [cost["cluster_learner_steps_per_s"], cost["cluster_vs_plain"]],
             ),
-            ("  tunnel CPU s per pair (both ends)", cost["tunnel_cpu_s_per_pair"]),
+            (
+                "  tunnel CPU ms per pair (both ends)",
+                None
+                if cost["tunnel_cpu_s_per_pair"] is None
+                else 1000 * cost["tunnel_cpu_s_per_pair"],
+            ),
         ]
     rows += [
         ("collector_vs_env_limit (target >= 0.9)", figures["collector_vs_env_limit"]),
