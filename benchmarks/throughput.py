@@ -483,8 +483,11 @@ def measure(args, sweep: list[int], work: str) -> dict:
         if made.returncode != 0:
             fail(PROGRAM, f"making the tunnels' certificates failed: {made.stderr.strip()}")
         figures["collectors_alone_tls"], figures["cluster_runs_tls"] = [], []
-        phases += [
+        # Each tunnelled phase right after its plain one: the two see the same machine.
+        phases = [
+            phases[0],
             ("alone", args.alone_seconds, figures["collectors_alone_tls"], tls_dir),
+            phases[1],
             ("cluster", args.cluster_seconds, figures["cluster_runs_tls"], tls_dir),
         ]
     for kind, seconds, runs, tls_dir in phases:
