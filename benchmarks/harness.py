@@ -234,7 +234,7 @@ class BenchCluster:
     """Role processes on 127.0.0.1 for one measurement (the launcher's Cluster, without restarts):
     logs in `work_dir`, server counters read through the monitor."""
 
-    def __init__(self, gin_file: str, bindings, work_dir: str):
+    def __init__(self, gin_file: str, bindings, work_dir: str, tls_dir: str | None = None):
         from distributed_sac.layout import RunDir
         from distributed_sac.tools.cluster import Cluster
 
@@ -244,15 +244,35 @@ class BenchCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.client = None
+        # With tls_dir (tools/tls_certs.py's files), collectors reach the server through a
+        # mutual-TLS tunnel, as from another host: their client end, then the server's end.
+        self.tls_dir = tls_dir
+        self.tunnels: dict = {}  # name -> Process
+        self.collector_address = self.address
+
+    def start_tunnel(self, side: str, accept: str, connect: str, cert: str) -> None:
+        from distributed_sac.processes import Process
+
+        args = ["--side", side, "--accept", accept, "--connect", connect]
+        args += ["--ca_file", os.path.join(self.tls_dir, "ca.pem")]
+        args += ["--cert_file", os.path.join(self.tls_dir, f"{cert}.pem")]
+        args += ["--key_file", os.path.join(self.tls_dir, f"{cert}.key")]
+        name = f"tunnel-{side}"
+        self.tunnels[name] = Process.module("tools.tunnel", args, self.run_dir.log(name), name=name)
 
     def start_server(self) -> None:
         from distributed_sac.replay.connection import connect
 
         self.roles.start("replay_server", "replay_server", ["--port", str(self.port)])
         self.client = connect(self.address, timeout_s=120)
+        if self.tls_dir:
+            tls_address = f"127.0.0.1:{free_port()}"
+            self.collector_address = f"127.0.0.1:{free_port()}"
+            self.start_tunnel("server", tls_address, self.address, "server")
+            self.start_tunnel("client", self.collector_address, tls_address, "client")
 
     def start_collector(self, task: int) -> None:
-        args = ["--replay_server_address", self.address, "--task", str(task)]
+        args = ["--replay_server_address", self.collector_address, "--task", str(task)]
         self.roles.start(f"collector-{task}", "collector", args)
 
     def start_learner(self):
@@ -286,4 +306,7 @@ class BenchCluster:
         return [report for report in reports if report["unix_time"] >= since]
 
     def stop_all(self) -> None:
+        from distributed_sac.processes import stop
+
         self.roles.stop(reversed(list(self.roles.roles)), grace_s=10)
+        stop(self.tunnels.values(), grace_s=10)

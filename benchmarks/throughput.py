@@ -15,6 +15,9 @@ Measures in one run, each part in a fresh process so none inherits another's thr
                      (feed table -> its replay of --alone_replay_capacity pairs -> batches); its
                      peak RSS
   cluster            replay server + learner + N collectors at update-to-data ratio 1
+  with --tls         collectors alone and the cluster again, the collectors reaching the server
+                     through a mutual-TLS tunnel (distributed_sac.tools.tunnel, both ends on this
+                     machine), as from another host; the ratios to the plain runs are its cost
 machine_limit_utd1 = cores / (CPU s per env step + CPU s per train step): the most train steps/s
 any design could reach here at one train step per env step.
 Prints a table and writes the figures as JSON (--output).
@@ -27,11 +30,14 @@ import datetime
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 
 import harness
 from harness import SMOKE_GIN, fail, load_config
+
+from distributed_sac.processes import run_bounded
 
 PROGRAM = "throughput"
 # Alone-phases run free (no ratio limiter) and start acting with the policy early.
@@ -149,7 +155,8 @@ def _collector_rates(
 
 
 def _role_cpu_seconds(cluster: harness.BenchCluster) -> dict[str, float | None]:
-    return {name: process.cpu_seconds() for name, process in cluster.roles.roles.items()}
+    processes = {**cluster.roles.roles, **cluster.tunnels}  # a tunnel's stunnel counts too
+    return {name: process.cpu_seconds() for name, process in processes.items()}
 
 
 def _window(cluster: harness.BenchCluster, seconds: float) -> tuple[dict, dict, float]:
@@ -181,6 +188,7 @@ def measure_alone(
     work_dir: str,
     with_learner: bool,
     replay_capacity: int,
+    tls_dir: str | None = None,
 ) -> dict:
     """Collectors feeding a server with no learner, then the learner alone on what they wrote,
     both with a replay of `replay_capacity` pairs."""
@@ -189,7 +197,9 @@ def measure_alone(
     from distributed_sac.builder import Builder
 
     capacity = f"RunConfig.replay_capacity = {replay_capacity}"
-    cluster = harness.BenchCluster(gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir)
+    cluster = harness.BenchCluster(
+        gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir, tls_dir
+    )
     try:
         cluster.start_server()
         # Collectors act with the policy once weights exist: push initial ones as a learner would.
@@ -212,6 +222,7 @@ def measure_alone(
             "env_steps_per_s_per_collector": rates,
             "env_steps_per_s": sum(rates),
             "inserts_per_s": (end["inserts"] - begin["inserts"]) / (end["time"] - begin["time"]),
+            "tls": bool(tls_dir),
         }
         cluster.roles.stop([f"collector-{task}" for task in range(num_collectors)], grace_s=10)
         if not with_learner:
@@ -233,10 +244,16 @@ def measure_alone(
 
 
 def measure_cluster(
-    gin_file: str, bindings, num_collectors: int, seconds: float, work_dir: str
+    gin_file: str,
+    bindings,
+    num_collectors: int,
+    seconds: float,
+    work_dir: str,
+    tls_dir: str | None = None,
 ) -> dict:
-    """Server, learner and collectors at the config's update-to-data ratio."""
-    cluster = harness.BenchCluster(gin_file, bindings, work_dir)
+    """Server, learner and collectors at the config's update-to-data ratio (the collectors
+    through a mutual-TLS tunnel, with `tls_dir`)."""
+    cluster = harness.BenchCluster(gin_file, bindings, work_dir, tls_dir)
     if cluster.config.updates_per_env_step != 1:
         raise RuntimeError("the cluster is measured at RunConfig.updates_per_env_step = 1")
     try:
@@ -273,6 +290,11 @@ def measure_cluster(
             "inserts_per_s": (end["inserts"] - begin["inserts"]) / elapsed,
             "drained_per_s": (end["drained"] - begin["drained"]) / elapsed,
             "mean_policy_lag_steps": lag,
+            "tls": bool(tls_dir),
+            # Both ends of the tunnel (on separate hosts, each host pays its own end).
+            "tunnel_cpu_s_per_pair": _cpu_per_step(
+                begin, end, list(cluster.tunnels), end["inserts"] - begin["inserts"]
+            ),
         }
     finally:
         cluster.stop_all()
@@ -282,7 +304,7 @@ def measure_cluster(
 
 
 def _run_part(part: str, log_dir: str, **kwargs) -> dict:
-    label = f"{part}{kwargs.get('num_collectors', '')}"
+    label = f"{part}{kwargs.get('num_collectors', '')}{'-tls' if kwargs.get('tls_dir') else ''}"
     print(f"... {label}", flush=True)
     log_path = os.path.join(log_dir, f"{label}.log")
     return harness.run_part(PROGRAM, os.path.abspath(__file__), part, log_path, **kwargs)
@@ -338,6 +360,24 @@ def print_table(figures: dict) -> None:
             ("  inserts/s, drained/s (server)", [run["inserts_per_s"], run["drained_per_s"]]),
             ("  mean policy lag (train steps)", run["mean_policy_lag_steps"]),
         ]
+    for cost in figures.get("tls_cost", []):
+        n = cost["num_collectors"]
+        rows += [
+            (
+                f"TLS tunnel, {n} collector(s) alone: env steps/s total (vs plain)",
+                [cost["alone_env_steps_per_s"], cost["alone_vs_plain"]],
+            ),
+            (
+                f"TLS tunnel, cluster UTD 1, {n} collector(s): learner steps/s (vs plain)",
+                [cost["cluster_learner_steps_per_s"], cost["cluster_vs_plain"]],
+            ),
+            (
+                "  tunnel CPU ms per pair (both ends)",
+                None
+                if cost["tunnel_cpu_s_per_pair"] is None
+                else 1000 * cost["tunnel_cpu_s_per_pair"],
+            ),
+        ]
     rows += [
         ("collector_vs_env_limit (target >= 0.9)", figures["collector_vs_env_limit"]),
         ("learner_vs_limit (target >= 0.9)", figures["learner_vs_limit"]),
@@ -373,6 +413,12 @@ def _parse_args():
         default=1_000_000,
         help="replay capacity (pairs) in the alone phases: the learner's peak RSS is reported",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also measure collectors alone and the cluster with the collectors behind a "
+        "mutual-TLS tunnel (stunnel4 and openssl needed), and the ratios to the plain runs",
+    )
     parser.add_argument("--output", help="write the figures as JSON here")
     parser.add_argument("--quick", action="store_true", help="tiny run on gin/smoke.gin (tests)")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
@@ -388,6 +434,14 @@ def _check(args) -> list[int]:
         fail(PROGRAM, f"--num_collectors must be like 1,2; got {args.num_collectors!r}")
     if not sweep or sweep[0] < 1:
         fail(PROGRAM, "--num_collectors needs counts of at least 1")
+    if args.tls:
+        missing = [tool for tool in ("stunnel4", "openssl") if shutil.which(tool) is None]
+        if missing:
+            fail(
+                PROGRAM,
+                f"--tls needs {' and '.join(missing)}: apt-get install stunnel4 openssl "
+                "(or source launch/common.sh && ensure_system_packages test)",
+            )
     if args.output and not os.access(os.path.dirname(os.path.abspath(args.output)), os.W_OK):
         fail(PROGRAM, f"cannot write --output {args.output}")
     if args.quick:
@@ -417,19 +471,35 @@ def measure(args, sweep: list[int], work: str) -> dict:
         _run_part("baseline", work, **common, seconds=args.baseline_seconds, root_dir=baseline_dir)
     )
     figures["collectors_alone"], figures["cluster_runs"] = [], []
-    for kind, seconds, runs in (
-        ("alone", args.alone_seconds, figures["collectors_alone"]),
-        ("cluster", args.cluster_seconds, figures["cluster_runs"]),
-    ):
+    phases = [
+        ("alone", args.alone_seconds, figures["collectors_alone"], None),
+        ("cluster", args.cluster_seconds, figures["cluster_runs"], None),
+    ]
+    if args.tls:
+        tls_dir = os.path.join(work, "certs")
+        made = run_bounded(
+            [sys.executable, "-m", "distributed_sac.tools.tls_certs", "--dir", tls_dir], 120
+        )
+        if made.returncode != 0:
+            fail(PROGRAM, f"making the tunnels' certificates failed: {made.stderr.strip()}")
+        figures["collectors_alone_tls"], figures["cluster_runs_tls"] = [], []
+        # Each tunnelled phase right after its plain one: the two see the same machine.
+        phases = [
+            phases[0],
+            ("alone", args.alone_seconds, figures["collectors_alone_tls"], tls_dir),
+            phases[1],
+            ("cluster", args.cluster_seconds, figures["cluster_runs_tls"], tls_dir),
+        ]
+    for kind, seconds, runs, tls_dir in phases:
         for n in sweep:
-            part_dir = os.path.join(work, f"{kind}{n}")
+            part_dir = os.path.join(work, f"{kind}{n}{'-tls' if tls_dir else ''}")
             os.makedirs(part_dir)
-            extra = {}
+            extra = {"tls_dir": tls_dir} if tls_dir else {}
             if kind == "alone":
-                extra = {
-                    "with_learner": n == sweep[0],
-                    "replay_capacity": args.alone_replay_capacity,
-                }
+                extra.update(
+                    with_learner=n == sweep[0] and not tls_dir,
+                    replay_capacity=args.alone_replay_capacity,
+                )
             runs.append(
                 _run_part(
                     kind,
@@ -473,6 +543,24 @@ def add_ratios(figures: dict) -> None:
     )
     figures["learner_alone_replay_capacity"] = first_alone["learner_alone_replay_capacity"]
     figures["learner_alone_peak_rss_mb"] = first_alone["learner_alone_peak_rss_mb"]
+    if "cluster_runs_tls" in figures:
+        figures["tls_cost"] = [
+            {
+                "num_collectors": alone["num_collectors"],
+                "alone_env_steps_per_s": alone["env_steps_per_s"],
+                "alone_vs_plain": alone["env_steps_per_s"] / plain_alone["env_steps_per_s"],
+                "cluster_learner_steps_per_s": cluster["learner_steps_per_s"],
+                "cluster_vs_plain": cluster["learner_steps_per_s"]
+                / plain_cluster["learner_steps_per_s"],
+                "tunnel_cpu_s_per_pair": cluster["tunnel_cpu_s_per_pair"],
+            }
+            for alone, cluster, plain_alone, plain_cluster in zip(
+                figures["collectors_alone_tls"],
+                figures["cluster_runs_tls"],
+                figures["collectors_alone"],
+                figures["cluster_runs"],
+            )
+        ]
     figures["collection_scaling"] = [
         {
             "num_collectors": run["num_collectors"],

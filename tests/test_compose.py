@@ -1,7 +1,9 @@
 """docker/compose.yaml run for real with podman-compose on the podman setup of
 docker/build_local.sh: a smoke job (gin/smoke.gin, 2 collector replicas) on compose's internal
 network reaches its final step, the evaluator's metrics land in the run volume, and `down` leaves
-no container or network (the volumes, a user's data, stay until `down -v`). Needs root (CI is)."""
+no container or network (the volumes, a user's data, stay until `down -v`). docker/compose.tls.yaml
+likewise, through its mutual-TLS tunnels, refusing a container without a certificate. Needs root
+(CI is)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import pytest
 
 from distributed_sac.processes import alive, run_bounded
 from distributed_sac.reports import parse_reports
-from tests.conftest import SMOKE_GIN
+from tests.conftest import REPO_ROOT, SMOKE_GIN, run_tool
 from tests.podman import (
     COMPOSE_LABEL,
+    IMAGE,
     compose,
     compose_containers,
     compose_up,
@@ -174,3 +177,115 @@ def test_a_service_that_does_not_start_is_named_at_once(podman_env, tmp_path, ho
     assert message.startswith(expected), message
     assert took < 60, took
     assert containers(env, project) == {}
+
+
+COMPOSE_TLS_FILE = os.path.join(REPO_ROOT, "docker", "compose.tls.yaml")
+
+# Runs in a container on the tunnels' network, without a certificate: every way it has to the
+# server. One JSON line: what each attempt got.
+INTRUDER = r"""
+import json, socket, sys
+import reverb
+
+server_ip = sys.argv[1]
+
+
+def reverb_call(address):
+    try:
+        reverb.Client(address).server_info(timeout=5)
+        return "answered"
+    except Exception as error:
+        return type(error).__name__
+
+
+def tcp_connect(host, port):
+    with socket.socket() as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect((host, port))
+            return "connected"
+        except OSError as error:
+            return type(error).__name__
+
+
+print(json.dumps({
+    "plain gRPC to the TLS port": reverb_call("replay-tls:8443"),
+    "plain gRPC to the server's name": reverb_call("replay-server:8008"),
+    "TCP to the server's address": tcp_connect(server_ip, 8008),
+    "TCP to the TLS port": tcp_connect("replay-tls", 8443),
+}))
+"""
+
+
+def test_compose_tls_job_trains_through_its_tunnels_and_refuses_a_client_without_one(
+    podman_env, tmp_path
+):
+    certs = tmp_path / "tls"
+    made = run_tool("tools.tls_certs", ["--dir", str(certs)])
+    assert made.returncode == 0, made.stderr
+    for path in [certs, *certs.iterdir()]:
+        os.chown(path, 1000, 1000)  # the image's user reads the keys (docs/deployment.md)
+    env = dict(os.environ, **podman_env, DSAC_GIN_FILE=SMOKE_GIN, DSAC_TLS_DIR=str(certs))
+    project = f"{PROJECT}-tls"
+    started = time.monotonic()
+    try:
+        compose_up(env, project, tmp_path / "compose-up.log", file=COMPOSE_TLS_FILE)
+        names = containers(env, project)
+        services = sorted(name.split("_")[1] for name in names)
+        assert services == [
+            "collector",
+            "collector",
+            "evaluator",
+            "learner",
+            "replay-server",
+            "replay-tls",
+            "tls-client",
+        ]
+        roles = [
+            name for name in names if name.split("_")[1] in ("learner", "evaluator", "collector")
+        ]
+        server = next(name for name in names if "_replay-server_" in name)
+        server_ip = podman(
+            env, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            server,
+        ).strip()  # fmt: skip
+        intruder = run_bounded(
+            ["podman", "run", "--rm", "--network", f"{project}_tls", IMAGE, "python", "-c",
+             INTRUDER, server_ip],
+            180, env=env,
+        )  # fmt: skip
+        assert intruder.returncode == 0, intruder.stderr[-3000:]
+        got = json.loads(intruder.stdout.strip().splitlines()[-1])
+        assert got["plain gRPC to the TLS port"] != "answered", got
+        assert got["plain gRPC to the server's name"] != "answered", got
+        assert got["TCP to the server's address"] != "connected", got
+        assert got["TCP to the TLS port"] == "connected", got  # the intruder reaches the tunnel
+
+        deadline = time.monotonic() + 600
+        while True:
+            found = containers(env, project)
+            if all(found[name][0] != "running" for name in roles):
+                break
+            assert time.monotonic() < deadline, (found, service_logs(env, project))
+            time.sleep(2)
+        finished_s = time.monotonic() - started
+        found = containers(env, project)
+        assert all(found[name] == ("exited", 0) for name in roles), (
+            found,
+            service_logs(env, project),
+        )
+        learner = next(name for name in roles if "_learner_" in name)
+        learner_log = logs(env, learner)
+        done = [fields["train_step"] for _, fields in parse_reports(learner_log, "learner_done")]
+        assert done == [300], learner_log[-3000:]
+        tunnel_log = logs(env, next(name for name in names if "_replay-tls_" in name))
+        assert "Certificate accepted at depth=0: CN=client" in tunnel_log
+        assert "wrong version number" in tunnel_log  # the intruder's plain gRPC, refused
+        print(
+            f"compose TLS job: final step 300 after {finished_s:.0f}s from `up`; "
+            f"intruder on the tunnels' network: {got}"
+        )
+    finally:
+        compose(env, project, "down", "-v", "-t", "5", file=COMPOSE_TLS_FILE)
+    assert containers(env, project) == {} and networks(env, project) == []
+    assert volumes(env, project) == []

@@ -20,7 +20,7 @@ K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
 # The venv's, installed by name with the test extras (not whatever kubectl a machine has).
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
 KUBERNETES_VERSION = "1.30.0"  # elastic Indexed Jobs (scaling collectors) need 1.27+
-JOB_KUSTOMIZATIONS = ["base", "overlays/gpu"]
+JOB_KUSTOMIZATIONS = ["base", "overlays/gpu", "overlays/tls"]
 WORKLOADS = ("StatefulSet", "Job")
 
 
@@ -56,7 +56,9 @@ def image_user() -> tuple[int, int]:
     return int(user[0]), int(user[1])
 
 
-@pytest.mark.parametrize("kustomization,count", [("base", 7), ("overlays/gpu", 7), ("volumes", 3)])
+@pytest.mark.parametrize(
+    "kustomization,count", [("base", 7), ("overlays/gpu", 7), ("volumes", 3), ("overlays/tls", 7)]
+)
 def test_every_manifest_validates_against_the_kubernetes_schemas(kustomization, count):
     resources = render(kustomization)
     assert len(resources) == count, sorted(resources)
@@ -152,6 +154,52 @@ def test_gpu_overlay_gives_the_learner_gpus_and_the_mirrored_strategy():
             assert base[key] == gpu[key], key
 
 
+def test_tls_overlay_puts_a_mutual_tls_tunnel_beside_every_role():
+    """The server pod serves other pods only through its tunnel's port 8443; every other role
+    talks to a client tunnel on its own pod's localhost (tools/tunnel.py, test_tunnel.py)."""
+    base, tls = render("base"), render("overlays/tls")
+    key_files = {}
+    for (kind, name), document in tls.items():
+        if kind not in ("StatefulSet", "Job"):
+            assert document == base[(kind, name)] or name == "replay-server", (kind, name)
+            continue
+        spec = document["spec"]["template"]["spec"]
+        (sidecar,) = spec["initContainers"]
+        assert sidecar["restartPolicy"] == "Always"  # native: a Job's pod ends with its role
+        assert sidecar["image"] == container(tls, kind, name)["image"] == "distributed-sac:latest"
+        assert sidecar["args"][:3] == ["python", "-m", "distributed_sac.tools.tunnel"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == "distributed-sac-tls"
+        key_files[name] = sorted(item["key"] for item in volume["secret"]["items"])
+        assert spec["securityContext"]["fsGroup"] == 1000  # the image's user reads the keys
+        role_args = container(tls, kind, name)["args"]
+        base_args = container(base, kind, name)["args"]
+        if name == "replay-server":
+            assert "--side=server" in sidecar["args"]
+            assert "--connect=127.0.0.1:8008" in sidecar["args"]
+            assert role_args == base_args
+        else:
+            assert "--side=client" in sidecar["args"]
+            assert "--connect=replay-server:8443" in sidecar["args"]
+            assert "--accept=127.0.0.1:8008" in sidecar["args"]
+            assert role_args == [
+                "--replay_server_address=localhost:8008"
+                if arg == "--replay_server_address=replay-server:8008"
+                else arg
+                for arg in base_args
+            ]
+    assert key_files == {
+        "replay-server": ["ca.pem", "server.key", "server.pem"],
+        **{
+            job: ["ca.pem", "client.key", "client.pem"]
+            for job in ("learner", "collector", "evaluator")
+        },
+    }  # the CA's key is in no pod
+    assert [p["port"] for p in tls[("Service", "replay-server")]["spec"]["ports"]] == [8443]
+    (rule,) = tls[("NetworkPolicy", "replay-server")]["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8443}]
+
+
 def test_compose_keeps_reverb_internal_and_scales_collectors():
     with open(os.path.join(REPO_ROOT, "docker", "compose.yaml")) as f:
         compose = yaml.safe_load(f)
@@ -214,10 +262,15 @@ def test_every_pod_runs_unprivileged_without_a_token(kustomization):
                 "capabilities": {"drop": ["ALL"]},
             }, where
             mounts = {mount["mountPath"]: mount["name"] for mount in box["volumeMounts"]}
-            assert "emptyDir" in volumes[mounts["/tmp"]], where
             writable = {
-                path for path, volume in mounts.items() if "configMap" not in volumes[volume]
+                path
+                for path, volume in mounts.items()
+                if not {"configMap", "secret"} & set(volumes[volume])
             }
+            if box["name"] == "tls":  # the tunnel's sidecar (overlays/tls) writes nothing
+                assert writable == set(), where
+                continue
+            assert "emptyDir" in volumes[mounts["/tmp"]], where
             assert writable == ({"/tmp"} if name == "collector" else {"/tmp", "/data"}), where
 
 
@@ -277,3 +330,27 @@ def test_deleting_the_run_keeps_every_volume():
             assert volumes[("PersistentVolumeClaim", name)]["spec"]["accessModes"] == [
                 "ReadWriteOnce"
             ]
+
+
+def test_compose_tls_keeps_the_plain_port_with_the_server_and_its_tunnel():
+    with open(os.path.join(REPO_ROOT, "docker", "compose.tls.yaml")) as f:
+        compose = yaml.safe_load(f)
+    services, networks = compose["services"], compose["networks"]
+    assert networks["replay"] == networks["clients"] == {"internal": True}
+    assert services["replay-server"]["networks"] == ["replay"]
+    assert "--port=8008" in services["replay-server"]["command"]
+    published = {name: s.get("ports") for name, s in services.items() if s.get("ports")}
+    assert published == {"replay-tls": ["8443:8443"]}  # the only port other hosts reach
+    tunnels = {"replay-tls": "server", "tls-client": "client"}
+    for name, side in tunnels.items():
+        command = services[name]["command"]
+        assert command[:3] == ["python", "-m", "distributed_sac.tools.tunnel"]
+        assert f"--side={side}" in command
+        mounted = sorted(os.path.basename(v.split(":")[1]) for v in services[name]["volumes"])
+        assert mounted == sorted(["ca.pem", f"{side}.pem", f"{side}.key"])  # never ca.key
+    assert services["replay-tls"]["networks"] == ["replay", "tls"]
+    assert "--connect=replay-server:8008" in services["replay-tls"]["command"]
+    assert services["tls-client"]["networks"] == ["clients", "tls"]
+    for name in ("learner", "collector", "evaluator"):
+        assert services[name]["networks"] == ["clients"], name
+        assert "--replay_server_address=tls-client:8008" in services[name]["command"]

@@ -31,7 +31,15 @@ def ensure(*groups: str, env=None, prefix=(), common_sh=COMMON_SH) -> subprocess
 
 
 def test_the_list_has_both_groups_and_nothing_else():
-    assert set(listed("test")) == {"procps", "util-linux", "mount", "iproute2"}
+    assert set(listed("test")) == {
+        "procps",
+        "util-linux",
+        "mount",
+        "iproute2",
+        "iptables",
+        "stunnel4",
+        "openssl",
+    }
     assert set(listed("container")) == {
         "podman",
         "runc",
