@@ -16,6 +16,7 @@ from distributed_sac.errors import UserError
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
+from distributed_sac.transitions import PairNumbering
 
 flags.DEFINE_string(
     "task",
@@ -130,6 +131,7 @@ class Collector:
             env.time_step_spec(), env.action_spec(), seed=seed
         )
         self.policy_version = PolicyVersion(config.num_iterations)
+        self._numbering = PairNumbering()  # one for this process's writers, see transitions
         self.server = Reconnecting("collector", self._connect)
         self.random_steps = 0  # taken with random actions (the initial collection)
         self._initial_collect_done = False
@@ -153,7 +155,8 @@ class Collector:
             self._policy.tf_variables,
             update_period=self._config.weight_pull_interval,
         )
-        return ServerParts(client, weights, self._builder.make_experience_writer(client))
+        writer = self._builder.make_experience_writer(client, self._numbering)
+        return ServerParts(client, weights, writer)
 
     def _pull(self, every_call: bool) -> None:
         weights = self.server.parts.weights
