@@ -310,3 +310,35 @@ def test_status_shows_the_runs_ratio_after_the_server_lost_its_tables(processes,
     learner_figures = reports(run.log("learner"), "learner_progress")[-1]
     assert int(shown[1].replace(",", "")) <= learner_figures["pairs_drained"]
     assert int(shown[2].replace(",", "")) <= learner_figures["pairs_lost"]
+
+
+def numbered(numbering, count: int, fields: int = 3) -> np.ndarray:
+    """`count` pairs of zeros with the next numbers of `numbering`."""
+    rows = [np.concatenate([np.zeros(fields, np.float32), numbering.take()]) for _ in range(count)]
+    return np.stack([np.stack([row, row]) for row in rows])
+
+
+def test_the_ledger_skips_pairs_it_had_counts_gaps_and_survives_a_checkpoint(tmp_path):
+    import tensorflow as tf
+
+    from distributed_sac.pair_ledger import PairLedger
+    from distributed_sac.transitions import PairNumbering
+
+    ledger = PairLedger()
+    first, second = PairNumbering(source=(1 << 47) + 5), PairNumbering()
+    assert len(ledger.admit(numbered(first, 10))) == 10
+    first.next_sequence = 5  # a restored feed: pairs 5..9 again, then 10..14
+    kept = ledger.admit(numbered(first, 10))
+    assert len(kept) == 5 and ledger.figures()["pairs_duplicate"] == 5
+    first.next_sequence = 20  # 15..19 never came
+    second.next_sequence = 3  # a source first seen at 3: 0..2 never came
+    foreign = np.full([1, 2, 7], np.nan, np.float32)
+    kept = ledger.admit(np.concatenate([numbered(first, 2), numbered(second, 1), foreign]))
+    assert len(kept) == 4
+    assert ledger.figures() == {"pairs_duplicate": 5, "pairs_lost": 8, "pairs_unnumbered": 1}
+    saved = tf.train.Checkpoint(ledger=ledger).save(str(tmp_path / "ledger"))
+    restored = PairLedger()
+    tf.train.Checkpoint(ledger=restored).restore(saved).assert_consumed()
+    first.next_sequence = 21
+    assert len(restored.admit(numbered(first, 2))) == 1  # 21 it had, 22 it had not
+    assert restored.figures() == {"pairs_duplicate": 6, "pairs_lost": 8, "pairs_unnumbered": 1}
