@@ -121,7 +121,7 @@ class Builder:
     def make_learner_replay(self) -> LearnerReplay:
         """The learner's in-memory replay of `replay_capacity` pairs (see learner_replay)."""
         shape = self.packing.signature()[PAIR_COLUMN].shape
-        return LearnerReplay(self.config.replay_capacity, shape)
+        return LearnerReplay(self.config.replay_capacity, shape, tables.feed_size(self.config))
 
     def make_dataset(self, replay: LearnerReplay, batch_size=None) -> tf.data.Dataset:
         """Batches of Trajectory [batch, 2, ...] sampled uniformly from the learner's replay;

@@ -32,10 +32,11 @@ class LearnerReplay(tf.Module):
 
     Its variables go into the learner's checkpoint, so a restarted learner samples from the same
     items (less those drained after that checkpoint, which its kill lost: its ledger counts
-    them).
+    them). `feed_size`: the most pairs the server's feed holds (tables.feed_size; default
+    `capacity`), which bounds the duplicates its ledger skips in a row.
     """
 
-    def __init__(self, capacity: int, pair_shape):
+    def __init__(self, capacity: int, pair_shape, feed_size: int | None = None):
         super().__init__(name="learner_replay")
         self.capacity = capacity
         self.pairs = tf.Variable(
@@ -43,7 +44,7 @@ class LearnerReplay(tf.Module):
         )
         # Pairs ever added (dropped ones included): the update-to-data ratio counts them.
         self.added = tf.Variable(0, dtype=tf.int64, trainable=False, name="added")
-        self.ledger = PairLedger()  # which pairs it has had (see pair_ledger)
+        self.ledger = PairLedger(feed_size or capacity)  # the pairs it has had (see pair_ledger)
 
     @property
     def size(self) -> int:
@@ -135,7 +136,7 @@ class ExperienceIntake:
         if skipped:
             logging.warning(
                 "skipped %d pairs the replay already had: a restored server's feed handed them "
-                "out again (%d in this run)",
+                "out again, or a forged number made them look so (%d in this run)",
                 skipped,
                 after["pairs_duplicate"],
             )

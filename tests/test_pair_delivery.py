@@ -324,7 +324,7 @@ def test_the_ledger_skips_pairs_it_had_counts_gaps_and_survives_a_checkpoint(tmp
     from distributed_sac.pair_ledger import PairLedger
     from distributed_sac.transitions import PairNumbering
 
-    ledger = PairLedger()
+    ledger = PairLedger(feed_size=10)
     first, second = PairNumbering(source=(1 << 47) + 5), PairNumbering()
     assert len(ledger.admit(numbered(first, 10))) == 10
     first.next_sequence = 5  # a restored feed: pairs 5..9 again, then 10..14
@@ -335,10 +335,50 @@ def test_the_ledger_skips_pairs_it_had_counts_gaps_and_survives_a_checkpoint(tmp
     foreign = np.full([1, 2, 7], np.nan, np.float32)
     kept = ledger.admit(np.concatenate([numbered(first, 2), numbered(second, 1), foreign]))
     assert len(kept) == 4
-    assert ledger.figures() == {"pairs_duplicate": 5, "pairs_lost": 8, "pairs_unnumbered": 1}
+    assert ledger.figures() == {
+        "pairs_duplicate": 5,
+        "pairs_lost": 8,
+        "pairs_unnumbered": 1,
+        "sources_resynchronised": 0,
+    }
     saved = tf.train.Checkpoint(ledger=ledger).save(str(tmp_path / "ledger"))
-    restored = PairLedger()
+    restored = PairLedger(feed_size=10)
     tf.train.Checkpoint(ledger=restored).restore(saved).assert_consumed()
     first.next_sequence = 21
     assert len(restored.admit(numbered(first, 2))) == 1  # 21 it had, 22 it had not
-    assert restored.figures() == {"pairs_duplicate": 6, "pairs_lost": 8, "pairs_unnumbered": 1}
+    assert restored.figures() == {
+        "pairs_duplicate": 6,
+        "pairs_lost": 8,
+        "pairs_unnumbered": 1,
+        "sources_resynchronised": 0,
+    }
+
+
+def test_the_ledger_resynchronises_a_source_after_more_duplicates_in_a_row_than_a_feed_holds():
+    """A forged pair numbered near 2^48 makes its source's real pairs look like duplicates: the
+    first `feed_size` are skipped, the next one resynchronises the source. A restored feed's
+    duplicates (at most `feed_size` in a row, across takes) resynchronise nothing."""
+    from distributed_sac.pair_ledger import PairLedger
+    from distributed_sac.transitions import NUMBER_LIMIT, PairNumbering, pair_numbers
+
+    def sequences(pairs) -> list[int]:
+        return pair_numbers(pairs)[1].tolist()
+
+    ledger = PairLedger(feed_size=4)
+    real = PairNumbering(source=7)
+    assert sequences(ledger.admit(numbered(real, 3))) == [0, 1, 2]
+    forged = PairNumbering(source=7)
+    forged.next_sequence = NUMBER_LIMIT - 2
+    assert len(ledger.admit(numbered(forged, 1))) == 1
+    assert sequences(ledger.admit(numbered(real, 8))) == [7, 8, 9, 10]  # 3..6 skipped
+    assert ledger.figures() == {
+        "pairs_duplicate": 4,
+        "pairs_lost": NUMBER_LIMIT - 2 - 3,  # the forged jump, counted as lost
+        "pairs_unnumbered": 0,
+        "sources_resynchronised": 1,
+    }
+    real.next_sequence = 7  # a restored feed: 7..10 again (the feed's 4), in two takes
+    assert sequences(ledger.admit(numbered(real, 2))) == []
+    assert sequences(ledger.admit(numbered(real, 4))) == [11, 12]
+    figures = ledger.figures()
+    assert figures["pairs_duplicate"] == 8 and figures["sources_resynchronised"] == 1
