@@ -143,8 +143,8 @@ class ExperienceIntake:
         lost = after["pairs_lost"] - before["pairs_lost"]
         if lost:
             logging.warning(
-                "%d pairs never reached the replay: lost with a killed learner or server, or "
-                "dropped by the feed (%d in this run)",
+                "%d pairs never reached the replay: lost with a killed learner or server, "
+                "dropped by the feed, or skipped by a forged number (%d in this run)",
                 lost,
                 after["pairs_lost"],
             )
