@@ -136,6 +136,7 @@ def test_a_restored_server_never_hands_the_learner_a_pair_twice(processes, tmp_p
     assert repeated_rows(pairs) == 0
     assert_each_pair_once_or_counted(pairs, replay)
     assert figures["pairs_duplicate"] > 0  # the restored feed handed them out again
+    assert figures["sources_resynchronised"] == 0  # no more in a row than the feed held
     assert figures["pairs_lost"] > 0  # the killed learner's, at least
 
 
