@@ -79,8 +79,10 @@ class Builder:
             tables.check_signature(client, table, self.signatures()[table], layout_hint)
         return client
 
-    def make_experience_writer(self, client: reverb.Client) -> ExperienceWriter:
-        return ExperienceWriter(client, self.collect_data_spec)
+    def make_experience_writer(self, client: reverb.Client, numbering=None) -> ExperienceWriter:
+        """A writer of pairs numbered by `numbering` (a collector's PairNumbering; a new one
+        when None)."""
+        return ExperienceWriter(client, self.collect_data_spec, numbering=numbering)
 
     def make_weight_client(
         self, address: str, policy_variables, train_step=None, update_period: int = 1, accept=None
@@ -125,7 +127,7 @@ class Builder:
     def make_learner_replay(self) -> LearnerReplay:
         """The learner's in-memory replay of `replay_capacity` pairs (see learner_replay)."""
         shape = self.packing.signature()[PAIR_COLUMN].shape
-        return LearnerReplay(self.config.replay_capacity, shape)
+        return LearnerReplay(self.config.replay_capacity, shape, tables.feed_size(self.config))
 
     def make_dataset(self, replay: LearnerReplay, batch_size=None) -> tf.data.Dataset:
         """Batches of Trajectory [batch, 2, ...] sampled uniformly from the learner's replay;

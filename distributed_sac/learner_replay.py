@@ -18,18 +18,25 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from distributed_sac.pair_ledger import PairLedger
 from distributed_sac.replay import tables
 from distributed_sac.reports import report
+
+# How long a drain after a reconnect waits for a take the lost server cut short: Reverb cannot
+# cancel it, and once the server answers it finishes within the take's own limit (10 s).
+LATE_TAKE_WAIT_S = 15.0
 
 
 class LearnerReplay(tf.Module):
     """A ring of the newest `capacity` packed pairs; uniform sampling over what it holds.
 
     Its variables go into the learner's checkpoint, so a restarted learner samples from the same
-    items (less those drained after that checkpoint, which its kill lost).
+    items (less those drained after that checkpoint, which its kill lost: its ledger counts
+    them). `feed_size`: the most pairs the server's feed holds (tables.feed_size; default
+    `capacity`), which bounds the duplicates its ledger skips in a row.
     """
 
-    def __init__(self, capacity: int, pair_shape):
+    def __init__(self, capacity: int, pair_shape, feed_size: int | None = None):
         super().__init__(name="learner_replay")
         self.capacity = capacity
         self.pairs = tf.Variable(
@@ -41,18 +48,20 @@ class LearnerReplay(tf.Module):
         # Pairs refused for holding NaN or inf, by this process: a Python int, not a variable,
         # so that checkpoints written without it still match (its log keeps the run's count).
         self.dropped_nonfinite = 0
+        self.ledger = PairLedger(feed_size or capacity)  # the pairs it has had (see pair_ledger)
 
     @property
     def size(self) -> int:
         return min(int(self.added.numpy()), self.capacity)
 
     def figures(self) -> dict:
-        """What the learner's reports say of its replay: pairs held, pairs ever drained, and
-        pairs this process refused for holding NaN or inf."""
+        """What the learner's reports say of its replay: pairs held, pairs ever drained, pairs
+        this process refused for holding NaN or inf, and its ledger's counts."""
         return {
             "replay_size": self.size,
             "pairs_drained": int(self.added.numpy()),
             "pairs_dropped_nonfinite": self.dropped_nonfinite,
+            **self.ledger.figures(),
         }
 
     def add(self, pairs: np.ndarray) -> None:
@@ -105,6 +114,8 @@ class ExperienceIntake:
     def __init__(self, replay: LearnerReplay, server, config, poll_s: float = 0.05):
         self._replay, self._server, self._config = replay, server, config
         self._poll_s = poll_s
+        self._reader = None  # the feed reader of the newest connection
+        self._cut_short: list = []  # readers of lost connections whose take may still finish
 
     def pairs_needed(self, train_step: int) -> int:
         ratio = self._config.updates_per_env_step
@@ -118,22 +129,63 @@ class ExperienceIntake:
         took lets a collector insert another, so taking more would let collection run ahead.
         """
 
-        def take_waiting(parts) -> list:
-            taken, waiting = [], parts.feed.available()
+        taken: list = []  # kept across a reconnect: the pairs are out of the feed
+
+        def take_waiting(parts) -> None:
+            self._take_late(parts.feed, taken)
+            waiting = parts.feed.available()
             if limit is not None:
-                waiting = min(waiting, limit)
+                waiting = min(waiting, limit - sum(len(pairs) for pairs in taken))
             while waiting > 0:
                 pairs = parts.feed.take(waiting)
                 if len(pairs) == 0:
                     break
                 taken.append(pairs)
                 waiting -= len(pairs)
-            return taken
 
-        taken = self._server.call(take_waiting)
-        for pairs in taken:
-            self._replay.add(pairs)
-        return sum(len(pairs) for pairs in taken)
+        before = self._replay.figures()
+        try:
+            self._server.call(take_waiting)
+        finally:  # pairs taken before a failure still reach the replay (and its checkpoint)
+            for pairs in taken:
+                self._replay.add(self._replay.ledger.admit(pairs))
+        after = self._replay.figures()
+        skipped = after["pairs_duplicate"] - before["pairs_duplicate"]
+        if skipped:
+            logging.warning(
+                "skipped %d pairs the replay already had: a restored server's feed handed them "
+                "out again, or a forged number made them look so (%d in this run)",
+                skipped,
+                after["pairs_duplicate"],
+            )
+        lost = after["pairs_lost"] - before["pairs_lost"]
+        if lost:
+            logging.warning(
+                "%d pairs never reached the replay: lost with a killed learner or server, "
+                "dropped by the feed, or skipped by a forged number (%d in this run)",
+                lost,
+                after["pairs_lost"],
+            )
+        return after["pairs_drained"] - before["pairs_drained"]
+
+    def _take_late(self, reader, taken: list) -> None:
+        """Adds to `taken` the pairs of takes that a lost server cut short and that finished
+        once it answered again. Right after a reconnect it waits for them (up to
+        LATE_TAKE_WAIT_S), so that they come before the newer pairs of the new connection."""
+        if reader is not self._reader:
+            if self._reader is not None:
+                self._cut_short.append(self._reader)
+            self._reader = reader
+            wait_s = LATE_TAKE_WAIT_S
+        else:
+            wait_s = 0.0
+        for old in list(self._cut_short):
+            finished, pairs = old.late_take(wait_s)
+            if finished:
+                self._cut_short.remove(old)
+                if pairs is not None and len(pairs):
+                    logging.info("%d pairs of a take cut short by the lost server", len(pairs))
+                    taken.append(pairs)
 
     def wait_for(self, train_step: int, stop_requested: Callable[[], bool]) -> bool:
         """Drains until the replay allows training up to `train_step`; False if a stop was

@@ -172,8 +172,9 @@ def test_collector_for_another_env_names_the_mismatch(processes, tmp_path):
     assert result.returncode == 2
     line = last_line(result.stderr)
     assert line.startswith("collector: error: spec mismatch in table 'uniform_table'")
-    # Pendulum packs 8 values per step, Minitaur 40; the line says what this config's hold.
-    assert "server has float32[2, 8]" in line and "this config has float32[2, 40]" in line
+    # A Pendulum pair row holds 12 values, a Minitaur one 44 (each with the pair's number 4); the
+    # line says what this config's hold.
+    assert "server has float32[2, 12]" in line and "this config has float32[2, 44]" in line
     assert "observation 28 + action 8" in line
 
 

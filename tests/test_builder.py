@@ -46,8 +46,8 @@ def test_minitaur_specs_and_experience_items_hold_pairs():
     assert action_spec.shape == (8,)
     experience = Builder(config).signatures()[tables.EXPERIENCE_TABLE]
     # One packed (t, t+1) pair: step_type 1 + observation 28 + action 8 + next_step_type 1
-    # + reward 1 + discount 1 values per step.
-    assert experience[PAIR_COLUMN].shape == (2, 40)
+    # + reward 1 + discount 1 values per step, and the pair's number (4).
+    assert experience[PAIR_COLUMN].shape == (2, 44)
 
 
 def test_other_env_gives_other_signature():

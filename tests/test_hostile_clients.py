@@ -18,7 +18,7 @@ from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
-from distributed_sac.transitions import PAIR_COLUMN
+from distributed_sac.transitions import PAIR_COLUMN, PairNumbering
 from tests.conftest import (
     SMOKE_GIN,
     bindings,
@@ -156,7 +156,13 @@ def non_finite_pairs(builder: Builder) -> list[np.ndarray]:
         good._replace(observation=np.full_like(good.observation, np.inf)),
         good._replace(action=np.full_like(good.action, -np.inf)),
     ]
-    return [np.stack([builder.packing.pack(bad), builder.packing.pack(good)]) for bad in bad_steps]
+    numbering = PairNumbering()  # numbered as a collector numbers its pairs
+    return [
+        builder.packing.pair(
+            builder.packing.pack(bad), builder.packing.pack(good), numbering.take()
+        )
+        for bad in bad_steps
+    ]
 
 
 def insert_checked(port: int, pairs, timeout_s: float = 60) -> None:
@@ -223,3 +229,67 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
     assert screen.returncode == 0, screen.stderr[-3000:]
     shown = f"learner: {inserted} pairs dropped for NaN or inf (last "
     assert shown in screen.stdout, screen.stdout
+
+
+def forged_pair(address: str, sequence: int) -> np.ndarray:
+    """A real pair sampled from the experience table (as any client can), renumbered as the
+    `sequence`th of its collector's source: correctly shaped and finite."""
+    from distributed_sac.transitions import PAIR_ID_WIDTH, PairNumbering, pair_numbers
+
+    client = reverb.Client(address)
+    sample = next(client.sample(tables.EXPERIENCE_TABLE, num_samples=1, emit_timesteps=False))
+    pair = np.array(sample.data[0], np.float32)
+    assert pair.shape == (2, Builder(load_gin([SMOKE_GIN], [])).packing.width)
+    sources, _, numbered = pair_numbers(pair[None])
+    assert numbered.all()
+    numbering = PairNumbering(source=int(sources[0]))
+    numbering.next_sequence = sequence
+    pair[:, -PAIR_ID_WIDTH:] = numbering.take()
+    return pair
+
+
+@pytest.mark.slow
+def test_a_forged_pair_number_does_not_stall_the_run(processes, tmp_path):
+    """Once the learner trains, a client samples a pair of the experience table, which tells
+    the only collector's source, and inserts into the feed and the experience table (as a
+    collector's writer does) a pair of that source numbered 2^48 - 2. The learner's ledger then
+    takes every later pair of that collector for one it already had; it resynchronises the
+    source after more of them in a row than a restored feed can hand out again, and the run
+    reaches its final step."""
+    from distributed_sac.transitions import NUMBER_LIMIT
+
+    address, _, _ = start_server(processes, tmp_path)
+    common = [
+        "--gin_file",
+        SMOKE_GIN,
+        "--replay_server_address",
+        address,
+        *bindings("RunConfig.num_iterations = 600"),
+    ]
+    learner_log = tmp_path / "learner.log"
+    learner = processes.role("learner", [*common, "--root_dir", str(tmp_path / "run")], learner_log)
+    collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
+    deadline = time.monotonic() + 240
+    while not reports(learner_log, "learner_progress"):
+        assert learner.poll() is None and time.monotonic() < deadline, read(learner_log)[-3000:]
+        time.sleep(0.2)
+    forged = forged_pair(address, NUMBER_LIMIT - 2)
+    insert_unchecked(address, tables.EXPERIENCE_TABLES, PAIR_COLUMN, forged)
+    forged_at = reports(learner_log, "learner_progress")[-1]["train_step"]
+    deadline = time.monotonic() + 300
+    while not reports(learner_log, "learner_done"):
+        progress = reports(learner_log, "learner_progress")[-1]
+        assert learner.poll() is None and time.monotonic() < deadline, (
+            f"the learner stalled at train step {progress['train_step']} of 600 (forged at "
+            f"{forged_at}): {progress}"
+        )
+        time.sleep(0.5)
+    assert learner.wait(timeout=120) == 0, read(learner_log)[-3000:]
+    assert collector.wait(timeout=120) == 0, read(tmp_path / "collector.log")[-3000:]
+    assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [600]
+    figures = reports(learner_log, "learner_progress")[-1]
+    print(f"forged at train step {forged_at}; learner's last report: {figures}")
+    assert figures["sources_resynchronised"] == 1
+    feed_size = tables.feed_size(load_gin([SMOKE_GIN], []))
+    assert figures["pairs_duplicate"] == feed_size  # the real pairs the forged number cost
+    assert "resynchronised source" in read(learner_log)

@@ -281,21 +281,3 @@ def test_launcher_draws_a_live_line_on_a_terminal(processes, tmp_path, no_leftov
     assert "ETA" in text
     assert not re.search(r"\] train_step \d+/300  loss", text)  # no plain progress lines
     assert last_line(text.replace("\r\x1b[K", "\n")).endswith("all roles exited cleanly")
-
-
-def test_run_updates_per_insert_reads_the_servers_cumulative_counters():
-    from distributed_sac.tools import monitor
-
-    def counters(inserts, train_step, size):
-        return {
-            "inserts": inserts,
-            "train_step": train_step,
-            "table_sizes": {"uniform_table": size},
-        }
-
-    # 10 000 initial pairs, then 50 000 more and 50 000 train steps: 1.0, whatever the last push.
-    assert monitor.run_updates_per_insert(counters(60_000, 50_000, 10_000), 10_000) == 1.0
-    assert monitor.run_updates_per_insert(counters(60_000, 25_000, 10_000), 10_000) == 0.5
-    # Before training, and on a server that restored its table (its counters start later): None.
-    assert monitor.run_updates_per_insert(counters(9_000, None, 9_000), 10_000) is None
-    assert monitor.run_updates_per_insert(counters(500, 80_000, 10_000), 10_000) is None

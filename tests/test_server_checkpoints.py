@@ -33,7 +33,7 @@ from tests.conftest import (
     wait_for_line,
 )
 
-MINITAUR_PAIR_WIDTH = 40  # smoke.gin: observation 28 + action 8 + step fields
+MINITAUR_PAIR_WIDTH = 44  # smoke.gin: observation 28 + action 8 + step fields + pair number 4
 
 
 def start(
@@ -91,8 +91,8 @@ def test_another_configs_checkpoint_is_refused_and_kept(processes, tmp_path):
     print(line)
     assert line.startswith(
         f"replay_server: error: the Reverb checkpoint in {run.reverb} holds other tables than "
-        f"this config's (table 'learner_feed': ['{PAIR_COLUMN} float32[2, 40]'] there, "
-        f"['{PAIR_COLUMN} float32[2, 8]'] here)"
+        f"this config's (table 'learner_feed': ['{PAIR_COLUMN} float32[2, 44]'] there, "
+        f"['{PAIR_COLUMN} float32[2, 12]'] here)"
     )
     assert line.endswith(
         "use the gin config it was written with, or another --root_dir (it is " "left as it is)"

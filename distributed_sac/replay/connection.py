@@ -64,7 +64,7 @@ class BoundedCall:
         started = time.monotonic()
         while True:
             try:
-                return future.result(timeout=0.25)
+                result = future.result(timeout=0.25)
             except concurrent.futures.TimeoutError:
                 waited = time.monotonic() - started
                 if waited >= self._timeout_s:
@@ -73,6 +73,28 @@ class BoundedCall:
                     ) from None
                 if waited >= 1.0 and _stopping.is_set():
                     raise CallAbandoned(self._what) from None
+                continue
+            except BaseException:
+                self._pending = None
+                raise
+            self._pending = None
+            return result
+
+    def late(self, wait_s: float = 0.0) -> tuple[bool, R | None]:
+        """(finished, result) of a call that timed out or was abandoned: it may still finish,
+        once the server answers again. Waits for it up to `wait_s`; a call that failed, or
+        none left behind, is (True, None)."""
+        future = self._pending
+        if future is None:
+            return True, None
+        try:
+            result = future.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError:
+            return False, None
+        except Exception:
+            result = None
+        self._pending = None
+        return True, result
 
 
 def connect(address: str, timeout_s: float) -> reverb.Client:

@@ -45,6 +45,12 @@ class FeedReader:
             return np.zeros([0, *self._pair_shape], np.float32)
         return self._bounded(self._take, count)
 
+    def late_take(self, wait_s: float = 0.0) -> tuple[bool, np.ndarray | None]:
+        """(finished, pairs) of a take that timed out: Reverb cannot cancel it, so once the
+        server answers again it takes its items out of the feed all the same, and they are the
+        learner's (see BoundedCall.late). Waits for it up to `wait_s`."""
+        return self._bounded.late(wait_s)
+
     def _take(self, count: int) -> np.ndarray:
         items = reverb.TrajectoryDataset(
             server_address=self._address,

@@ -162,8 +162,9 @@ def table_sizes(client: reverb.Client, timeout_s: int = 30) -> dict[str, int]:
 
 
 def items_inserted(client: reverb.Client, timeout_s: int = 30) -> int:
-    """Experience items the server has taken in since it started (a restarted server counts
-    from 0 again): one per environment step as TF-Agents counts them (a pair ends at each step;
-    the reset step between two episodes ends none)."""
+    """Experience items the server has taken in (Reverb checkpoints the count with the tables:
+    a restored server goes on from its checkpoint's, one without a checkpoint from 0): one per
+    environment step as TF-Agents counts them (a pair ends at each step; the reset step between
+    two episodes ends none)."""
     info = client.server_info(timeout_s)[EXPERIENCE_TABLE]
     return info.rate_limiter_info.insert_stats.completed

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import reverb
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from distributed_sac.replay.tables import EXPERIENCE_TABLES
-from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
+from distributed_sac.transitions import PAIR_COLUMN, PairNumbering, TransitionPacking
 
 
 class ExperienceWriter:
@@ -20,8 +19,17 @@ class ExperienceWriter:
     queue.
     """
 
-    def __init__(self, client: reverb.Client, collect_data_spec, max_pending_items: int = 16):
+    def __init__(
+        self,
+        client: reverb.Client,
+        collect_data_spec,
+        max_pending_items: int = 16,
+        numbering: PairNumbering | None = None,
+    ):
+        """`numbering`: the collector process's, shared by the writers it makes one after the
+        other (a new one otherwise)."""
         self._packing = TransitionPacking(collect_data_spec)
+        self._numbering = numbering or PairNumbering()
         self._writer = client.trajectory_writer(num_keep_alive_refs=1)
         self._max_pending_items = max_pending_items
         self._previous = None  # the packed step before this one, in the same episode
@@ -30,7 +38,8 @@ class ExperienceWriter:
     def write(self, traj: trajectory_lib.Trajectory) -> None:
         packed = self._packing.pack(traj)
         if self._previous is not None:
-            self._writer.append({PAIR_COLUMN: np.stack([self._previous, packed])})
+            pair = self._packing.pair(self._previous, packed, self._numbering.take())
+            self._writer.append({PAIR_COLUMN: pair})
             pair = {PAIR_COLUMN: self._writer.history[PAIR_COLUMN][-1]}
             for table in EXPERIENCE_TABLES:
                 self._writer.create_item(table, priority=1.0, trajectory=pair)

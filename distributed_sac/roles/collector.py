@@ -18,6 +18,7 @@ from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
+from distributed_sac.transitions import PairNumbering
 
 flags.DEFINE_string(
     "task",
@@ -132,6 +133,7 @@ class Collector:
         self.policy_version = PolicyVersion()
         self._learner_step = LearnerStep(run_dir, config.num_iterations)
         self.training_done = False
+        self._numbering = PairNumbering()  # one for this process's writers, see transitions
         self.server = Reconnecting("collector", self._connect)
         self.random_steps = 0  # taken with random actions (the initial collection)
         self._initial_collect_done = False
@@ -156,7 +158,8 @@ class Collector:
             update_period=self._config.weight_pull_interval,
             accept=self._learner_step.acceptable,
         )
-        return ServerParts(client, weights, self._builder.make_experience_writer(client))
+        writer = self._builder.make_experience_writer(client, self._numbering)
+        return ServerParts(client, weights, writer)
 
     def _pull(self, every_call: bool) -> None:
         weights = self.server.parts.weights

@@ -14,10 +14,11 @@ from distributed_sac.replay.connection import BoundedCall
 
 def server_counters(client, timeout_s: int = 30, run_dir=None) -> dict:
     """Table sizes, pairs inserted and pairs the learner drained from the feed (rate-limiter
-    counters, since the server started), and the train step of the newest pushed weights (None
-    before the first push; with the learner's `run_dir`, no more than the learner recorded
-    having reached, since any client can push a step). Reading the weights waits for a lost
-    server for good: call this through a BoundedCall."""
+    counters: Reverb checkpoints them with the tables, so a restored server goes on from its
+    checkpoint's, and one without a checkpoint from 0), and the train step of the newest pushed
+    weights (None before the first push; with the learner's `run_dir`, no more than the learner
+    recorded having reached, since any client can push a step). Reading the weights waits for a
+    lost server for good: call this through a BoundedCall."""
     info = client.server_info(timeout=timeout_s)
     pushed = weights.newest_train_step(client, timeout_s)
     reached = None if run_dir is None else learner_step.read_reached(run_dir)
@@ -48,20 +49,6 @@ def rates(before: dict, after: dict) -> dict:
         "train_steps_per_s": steps,
         "updates_per_insert": steps / inserts if steps is not None and inserts else None,
     }
-
-
-def run_updates_per_insert(counters: dict, initial_collect_steps: int) -> float | None:
-    """Train steps per inserted pair over the whole run, from the server's cumulative counters:
-    train_step / (inserts - initial_collect_steps). Exact to the pairs waiting in the feed (at
-    most rate_limiter_slack_steps), where a window of seconds is not: the train step moves in
-    pushes of weight_push_interval steps (a 2 s window on a run held at 1.0 read 0.72). None
-    before training, or when the server restored its tables (its counters then start after the
-    run did)."""
-    inserts, train_step = counters["inserts"], counters["train_step"]
-    restored = counters["table_sizes"][tables.EXPERIENCE_TABLE] > inserts
-    if train_step is None or restored or inserts <= initial_collect_steps:
-        return None
-    return train_step / (inserts - initial_collect_steps)
 
 
 def operative_value(operative_config: str, name: str):

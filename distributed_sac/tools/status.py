@@ -2,8 +2,9 @@
 
 Reads the replay server (table sizes, insert and drain rates, the learner's train step from the
 pushed weights, the effective update-to-data ratio: with --root_dir over the whole run, from
-the server's cumulative counters) and, with --root_dir, the roles' logs (each collector's policy
-step and lag) and the last evaluation. --watch redraws it until Ctrl-C.
+the learner's checkpointed counters) and, with --root_dir, the roles' logs (the learner's
+counters, each collector's policy step and lag) and the last evaluation. --watch redraws it
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -56,6 +57,34 @@ def collectors_lines(root_dir: str) -> list[str]:
     return lines
 
 
+# The learner's reports that carry its replay's counters (LearnerReplay.figures).
+_LEARNER_COUNTER_REPORTS = (
+    "learner_start",
+    "learner_progress",
+    "learner_checkpoint",
+    "learner_done",
+)
+
+
+def learner_counters(root_dir: str) -> dict | None:
+    """The learner's newest train step and replay counters, from its log: they go into its
+    checkpoints, so they hold across restarts of the learner and the server (the server's own
+    counters go back to its checkpoint's, or to 0 without one, while the train step does not).
+    None before its first report."""
+    found = reports.read_reports(RunDir(root_dir).log("learner"), *_LEARNER_COUNTER_REPORTS)
+    found = [fields for _, fields in found if "pairs_drained" in fields]
+    return found[-1] if found else None
+
+
+def pairs_line(learner: dict) -> str:
+    """What reached the learner's replay, and what never did (see pair_ledger)."""
+    return (
+        f"  pairs in the learner's replay: {learner['pairs_drained']:,} taken, "
+        f"{learner.get('pairs_lost', 0):,} never reached it, "
+        f"{learner.get('pairs_duplicate', 0):,} handed out again and skipped"
+    )
+
+
 def replay_checkpoint_line(root_dir: str) -> str:
     """The replay server's newest checkpoint: when, how long it took, and the cadence (inserts
     and samples stall for part of it: up to 2.2 s of 23.6 s at 1M Minitaur pairs)."""
@@ -105,9 +134,15 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
         initial = monitor.operative_value(
             RunDir(root_dir).operative_config, "initial_collect_steps"
         )
-    run_ratio = monitor.run_updates_per_insert(after, initial) if initial is not None else None
+    learner = learner_counters(root_dir) if root_dir is not None else None
+    run_ratio = None
+    if learner is not None and initial is not None and learner["pairs_drained"] > initial:
+        run_ratio = learner["train_step"] / (learner["pairs_drained"] - initial)
     if run_ratio is not None:
-        utd = f"{run_ratio:.3f} train steps per inserted item over the run"
+        utd = (
+            f"{run_ratio:.3f} train steps per inserted item over the run (the learner's "
+            f"counters at train step {learner['train_step']})"
+        )
     else:
         utd = (
             f"{_fmt(rates['updates_per_insert'], 2)} train steps per inserted item over "
@@ -122,6 +157,8 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
         f"learner: train_step {'- (no weights pushed yet)' if train_step is None else train_step}"
         f"   steps/s {_fmt(rates['train_steps_per_s'])}   effective UTD {utd}",
     ]
+    if learner is not None:
+        lines.append(pairs_line(learner))
     if root_dir is not None:
         lines.append(dropped_pairs_line(root_dir))
         lines.append(f"collectors (from {RunDir(root_dir).logs}):")
