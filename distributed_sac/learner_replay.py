@@ -68,6 +68,8 @@ class LearnerReplay(tf.Module):
         """Appends [n, 2, width] pairs, overwriting the oldest once full. Pairs holding NaN or
         inf are dropped and counted: one in the replay would be sampled again and again, and
         make every train step (and every resume from a checkpoint holding it) diverge."""
+        if len(pairs) == 0:  # a take the ledger emptied (every pair one it had)
+            return
         finite = np.isfinite(pairs).reshape(len(pairs), -1).all(axis=1)
         if not finite.all():
             dropped = int(len(pairs) - finite.sum())

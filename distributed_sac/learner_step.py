@@ -13,6 +13,7 @@ reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import time
 
 from absl import logging
 
+from distributed_sac.errors import is_disk_full
 from distributed_sac.layout import RunDir
 
 _CHECKPOINT_NUMBER = re.compile(r"ckpt-(\d+)$")
@@ -31,11 +33,23 @@ FINAL_WEIGHTS_WAIT_S = 60.0
 
 def write_reached(run_dir: RunDir, train_step: int) -> None:
     """Records that the learner has reached `train_step` (one rename: readers see the old record
-    or the new one)."""
+    or the new one). On a full disk the old record stays, with a warning: consumers then keep
+    the weights of that step, and the learner's next checkpoint or export names the full disk."""
     temporary = f"{run_dir.learner_step}.tmp"
-    with open(temporary, "w") as f:
-        json.dump({"train_step": int(train_step)}, f)
-    os.replace(temporary, run_dir.learner_step)
+    try:
+        with open(temporary, "w") as f:
+            json.dump({"train_step": int(train_step)}, f)
+        os.replace(temporary, run_dir.learner_step)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        logging.warning(
+            "no space left on device recording train step %d in %s; the record before stays",
+            train_step,
+            run_dir.learner_step,
+        )
 
 
 def read_reached(run_dir: RunDir) -> int | None:

@@ -125,13 +125,15 @@ def test_a_client_pushing_forged_train_steps_neither_ends_nor_hangs_the_run(
     )
     wait_until(lambda: read_evaluations(run.metrics)[0], "the first evaluation", launcher)
     address = re.search(r"replay server ready on (\S+)", read(out)).group(1)
+    # Where training stood when the first forged push landed: the attack must come well before
+    # the end (the learner may train on during its 10 s).
+    attacked_at_step = max((s for _, s in learner_steps(run.log("learner"))), default=0)
     started = time.monotonic()
     pushes = 0
     while time.monotonic() - started < 10:
         push_forged_train_step(address, (final, FORGED)[pushes % 2])
         pushes += 1
         time.sleep(0.5)
-    attacked_at_step = max((s for _, s in learner_steps(run.log("learner"))), default=0)
     output = finish(launcher, out)  # exit 0 within RUN_TIMEOUT_S
     print(f"{pushes} forged pushes from train step ~{attacked_at_step}")
     assert attacked_at_step < final - 100, "the attack came too late to tell anything"

@@ -208,7 +208,9 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
     learner = processes.role("learner", [*common, "--root_dir", run.root], log)
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
     wait_until(lambda: reports(log, "learner_progress"), "training", learner)
-    insert_checked(port, bad[:2])  # mid-run, behind the collector's pairs
+    # Mid-run, behind the collector's pairs: two more, numbered by another source (the same
+    # numbers again would be pairs the learner already had, skipped before the NaN check).
+    insert_checked(port, non_finite_pairs(builder)[:2])
     inserted = len(bad) + 2
     assert learner.wait(timeout=300) == 0, read(log)[-3000:]
     assert collector.wait(timeout=120) == 0, read(tmp_path / "collector.log")[-3000:]
