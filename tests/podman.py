@@ -96,10 +96,11 @@ def start_failures(env, project, output: str) -> dict[str, str]:
     return failed
 
 
-def last_output_line(env, name: str, wait_s: float = 5.0) -> str:
+def last_output_line(env, name: str, wait_s: float = 20.0) -> str:
     """The last line an exited container wrote. Podman can report it exited before its log
-    holds that line (beside two CPU hogs, 7 of 10 runs of the test read it empty), so an empty
-    log is read again for up to `wait_s`."""
+    holds that line (beside two CPU hogs, 7 of 10 runs of the test read it empty; at a load
+    average of 15, 5 s of reading again were not enough once), so an empty log is read again
+    for up to `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
         result = run_bounded(["podman", "logs", "--tail", "5", name], timeout_s=60, env=env)
