@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 from tf_agents.agents.ddpg import critic_network
 from tf_agents.agents.sac import sac_agent, tanh_normal_projection_network
-from tf_agents.networks import actor_distribution_network
+from tf_agents.networks import actor_distribution_network, network
 from tf_agents.policies import actor_policy
 
 import gin
@@ -24,14 +24,46 @@ def make_actor_network(observation_spec, action_spec, fc_layer_params: Sequence[
     )
 
 
+class NormalizedCriticNetwork(network.Network):
+    """Critic Q(s, a) whose hidden layers are Dense, optional dropout, layer normalisation,
+    ReLU: the regularised critic of DroQ, which keeps Q in check at many updates per step."""
+
+    def __init__(self, input_tensor_spec, layer_sizes, dropout_rate: float, name="Critic"):
+        super().__init__(input_tensor_spec, state_spec=(), name=name)
+        self._hidden = []
+        for units in layer_sizes:
+            self._hidden.append(tf.keras.layers.Dense(units))
+            if dropout_rate > 0:
+                self._hidden.append(tf.keras.layers.Dropout(dropout_rate))
+            self._hidden.append(tf.keras.layers.LayerNormalization())
+            self._hidden.append(tf.keras.layers.ReLU())
+        self._value = tf.keras.layers.Dense(1)
+
+    def call(self, inputs, step_type=(), network_state=(), training=False):
+        observation, action = inputs
+        hidden = tf.concat([tf.cast(observation, tf.float32), tf.cast(action, tf.float32)], -1)
+        for layer in self._hidden:
+            hidden = layer(hidden, training=training)
+        return tf.squeeze(self._value(hidden), -1), network_state
+
+
 @gin.configurable
 def make_critic_network(
     observation_spec,
     action_spec,
     joint_fc_layer_params: Sequence[int] = (256, 256),
     kernel_initializer: str = "glorot_uniform",
+    layer_norm: bool = False,
+    dropout_rate: float = 0.0,
 ):
-    """Critic Q(s, a): observation and action concatenated into one MLP."""
+    """Critic Q(s, a): observation and action concatenated into one MLP (with layer_norm,
+    normalised hidden layers and `dropout_rate`)."""
+    if layer_norm:
+        return NormalizedCriticNetwork(
+            (observation_spec, action_spec), tuple(joint_fc_layer_params), dropout_rate
+        )
+    if dropout_rate:
+        raise ValueError("make_critic_network.dropout_rate needs layer_norm = True")
     return critic_network.CriticNetwork(
         (observation_spec, action_spec),
         observation_fc_layer_params=None,
@@ -80,6 +112,11 @@ def make_agent(
     )
     agent.initialize()
     return agent
+
+
+def discount_factor(agent: sac_agent.SacAgent) -> float:
+    """The agent's gamma (SacAgent keeps it private)."""
+    return float(agent._gamma)
 
 
 def make_policy(time_step_spec, action_spec) -> actor_policy.ActorPolicy:

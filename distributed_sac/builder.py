@@ -16,7 +16,7 @@ from tf_agents.train.utils import spec_utils
 from distributed_sac import agent as agent_lib
 from distributed_sac import envs
 from distributed_sac.config import RunConfig
-from distributed_sac.learner_replay import LearnerReplay
+from distributed_sac.learner_replay import LearnerReplay, NStepReturns
 from distributed_sac.numpy_policy import NumpyActorPolicy
 from distributed_sac.replay import connection, tables
 from distributed_sac.replay.feed import FeedReader
@@ -129,9 +129,22 @@ class Builder:
         shape = self.packing.signature()[PAIR_COLUMN].shape
         return LearnerReplay(self.config.replay_capacity, shape, tables.feed_size(self.config))
 
-    def make_dataset(self, replay: LearnerReplay, batch_size=None) -> tf.data.Dataset:
+    def make_dataset(
+        self, replay: LearnerReplay, batch_size=None, gamma: float | None = None
+    ) -> tf.data.Dataset:
         """Batches of Trajectory [batch, 2, ...] sampled uniformly from the learner's replay;
         `batch_size` defaults to the config's (a replica of a distribution strategy takes its
-        share)."""
+        share). With RunConfig.n_step_returns above 1 each pair is an n-step one, discounted by
+        the agent's `gamma`."""
         batch_size = batch_size or self.config.batch_size
-        return replay.dataset(batch_size, self.packing.unpack, self.config.dataset_prefetch_batches)
+        returns = None
+        if self.config.n_step_returns > 1:
+            returns = NStepReturns(
+                self.config.n_step_returns,
+                gamma,
+                self.packing.position("reward"),
+                self.packing.position("discount"),
+            )
+        return replay.dataset(
+            batch_size, self.packing.unpack, self.config.dataset_prefetch_batches, returns
+        )

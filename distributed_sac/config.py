@@ -31,6 +31,9 @@ class RunConfig:
     # base orientation moves by hundredths; the policy saved from such a run expects scaled
     # observations, so play it with the run's gin file.
     observation_scale: tuple[float, ...] | None = None
+    # Each environment step applies this weight times the action applied last plus the rest
+    # times the policy's action (0: the policy's action as it is).
+    action_smoothing: float = 0.0
     seed: int = 0
     num_iterations: int = 100_000
     # Random-policy items in the experience table before training starts, counted across all
@@ -42,6 +45,9 @@ class RunConfig:
     # trains that many steps per item it drains from the feed table, whose queue limiter holds
     # the collectors back, so the ratio holds for any collector count (see replay/tables).
     updates_per_env_step: float | None = None
+    # Rewards the critic's target sums before it bootstraps: up to this many consecutive pairs
+    # of one episode in the learner's replay folded into one (1: SAC's one-step target).
+    n_step_returns: int = 1
     # Collectors the local launcher starts (its --num_collectors overrides; a cluster manifest
     # sets its own count). Below an update-to-data ratio of 1, more collectors feed the learner.
     num_collectors: int = 1
@@ -190,6 +196,8 @@ FIELD_RULES = {
     "env_name": TextRule(),
     "max_episode_steps": _count(optional=True),
     "action_repeat": _count(),
+    # Below 1: at 1 the policy's action would never reach the motors.
+    "action_smoothing": Rule(integer=False, low=0, high=0.99),
     "observation_scale": FactorsRule(),
     "seed": Rule(integer=True, low=0, high=SEED_LIMIT - 1),
     "num_iterations": _count(),
@@ -197,6 +205,7 @@ FIELD_RULES = {
     "replay_capacity": _count(),
     "batch_size": _count(),
     "updates_per_env_step": Rule(integer=False, low=0, above=True, optional=True),
+    "n_step_returns": _count(),
     "num_collectors": _count(),
     "rate_limiter_slack_steps": _count(0),  # the feed holds at least 2 (replay/tables)
     "weight_push_interval": _count(),

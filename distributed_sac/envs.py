@@ -31,6 +31,8 @@ def load_env(config: RunConfig, seed: int | None = None):
     if config.env_name not in gym.envs.registry.env_specs:
         raise UserError(f"unknown environment '{config.env_name}' (RunConfig.env_name)")
     env_wrappers = []
+    if config.action_smoothing > 0:  # inside the repeat: each environment step is smoothed
+        env_wrappers.append(functools.partial(smooth_actions, weight=config.action_smoothing))
     if config.action_repeat > 1:  # outside the time limit, which so counts environment steps
         env_wrappers.append(functools.partial(wrappers.ActionRepeat, times=config.action_repeat))
     env = suite_gym.load(
@@ -78,6 +80,31 @@ def check_env(config: RunConfig) -> None:
         for fd, original in zip((1, 2), saved):
             os.dup2(original, fd)
             os.close(original)
+
+
+def smooth_actions(env, weight: float):
+    """`env` applying weight * (the action it applied last) + (1 - weight) * action: a
+    first-order low-pass filter, as pybullet's own Minitaur controllers use; reset at each
+    episode's start."""
+    from tf_agents.environments import wrappers
+
+    class SmoothedActions(wrappers.PyEnvironmentBaseWrapper):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self._applied = None
+
+        def _reset(self):
+            self._applied = None
+            return self._env.reset()
+
+        def _step(self, action):
+            action = np.asarray(action)
+            if self._applied is not None:
+                action = (weight * self._applied + (1.0 - weight) * action).astype(action.dtype)
+            self._applied = action
+            return self._env.step(action)
+
+    return SmoothedActions(env)
 
 
 def scale_observations(env, scale):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -95,15 +95,72 @@ class LearnerReplay(tf.Module):
         slots = tf.random.uniform([batch_size], 0, tf.maximum(held, 1), dtype=tf.int64)
         return tf.gather(self.pairs, slots)
 
-    def dataset(self, batch_size: int, unpack: Callable, prefetch: int) -> tf.data.Dataset:
+    def sample_n_step(self, batch_size: int, returns: NStepReturns) -> tf.Tensor:
+        """`batch_size` pairs (s_t, s_t+m) drawn uniformly, each the first of up to
+        `returns.steps` consecutive pairs of one episode folded into one: its reward the
+        discounted sum of theirs, its discount gamma^(m-1) times their discounts, so the agent's
+        target r + gamma * discount * V(s_t+m) is the m-step return; [b, 2, width].
+
+        Consecutive means linked: a pair's second step is the next pair's first, bit for bit
+        (the writer packs each step once). Pairs of other collectors in between, an episode's
+        end, or the ring's newest pair cut a chain short.
+        """
+        steps = returns.steps
+        held = tf.minimum(self.added, self.capacity)
+        oldest = self.added - held
+        starts = oldest + tf.random.uniform(
+            [batch_size], 0, tf.maximum(held - steps + 1, 1), dtype=tf.int64
+        )
+        slots = (starts[:, None] + tf.range(steps, dtype=tf.int64)[None, :]) % self.capacity
+        chain = tf.gather(self.pairs, slots)  # [b, steps, 2, width]
+        linked = tf.reduce_all(tf.equal(chain[:, 1:, 0], chain[:, :-1, 1]), axis=-1)
+        alive = tf.math.cumprod(
+            tf.concat([tf.ones([batch_size, 1]), tf.cast(linked, tf.float32)], axis=1), axis=1
+        )
+        rewards = chain[:, :, 0, returns.reward_index]
+        discounts = chain[:, :, 0, returns.discount_index]
+        # weight_k = gamma^k * d_0 ... d_(k-1): what reward k counts for in the return.
+        weights = tf.math.cumprod(returns.gamma * discounts, axis=1, exclusive=True)
+        folded_reward = tf.reduce_sum(alive * weights * rewards, axis=1)
+        last = tf.cast(tf.reduce_sum(alive, axis=1), tf.int32) - 1
+        rows = tf.stack([tf.range(batch_size), last], axis=1)
+        folded_discount = tf.gather_nd(weights * discounts, rows)
+        width = self.pairs.shape[-1]
+        reward_mask = tf.one_hot(returns.reward_index, width)
+        discount_mask = tf.one_hot(returns.discount_index, width)
+        first = (
+            chain[:, 0, 0] * (1.0 - reward_mask - discount_mask)
+            + folded_reward[:, None] * reward_mask
+            + folded_discount[:, None] * discount_mask
+        )
+        second = tf.gather_nd(chain[:, :, 1], rows)
+        return tf.stack([first, second], axis=1)
+
+    def dataset(
+        self, batch_size: int, unpack: Callable, prefetch: int, returns: NStepReturns | None
+    ) -> tf.data.Dataset:
         """An endless dataset of (unpacked [batch_size, 2, ...] batch, ()): the Learner's input,
-        with no sample info."""
+        with no sample info; n-step folded pairs when `returns` asks for more than one step."""
+        if returns is None or returns.steps == 1:
+            draw = lambda: self.sample(batch_size)  # noqa: E731
+        else:
+            draw = lambda: self.sample_n_step(batch_size, returns)  # noqa: E731
         return (
             tf.data.Dataset.from_tensors(0)
             .repeat()
-            .map(lambda _: (unpack(self.sample(batch_size)), ()))
+            .map(lambda _: (unpack(draw()), ()))
             .prefetch(prefetch)
         )
+
+
+class NStepReturns(NamedTuple):
+    """How the learner folds consecutive pairs: up to `steps` of them, discounted by `gamma`
+    (the agent's), with the packed step's reward and discount at these positions."""
+
+    steps: int
+    gamma: float
+    reward_index: int
+    discount_index: int
 
 
 class ExperienceIntake:

@@ -94,6 +94,13 @@ class TransitionPacking:
         fields = [f"{path} {size}" for path, size in zip(self._paths, self._sizes)]
         return " + ".join([*fields, f"pair number {PAIR_ID_WIDTH}"])
 
+    def position(self, path: str) -> int:
+        """Where the scalar field `path` (e.g. 'reward') sits in a packed step."""
+        index = self._paths.index(path)
+        if self._sizes[index] != 1:
+            raise UserError(f"trajectory field {path} holds {self._sizes[index]} numbers, not one")
+        return sum(self._sizes[:index])
+
     def pack(self, trajectory) -> np.ndarray:
         """One trajectory step (numpy fields, no batch axis) as a float32 vector."""
         return np.concatenate(

@@ -93,3 +93,32 @@ def test_the_walking_config_builds_its_environment():
         assert env.reset().observation.shape == (28,)
     finally:
         env.close()
+
+
+def observations_after(bindings, actions) -> np.ndarray:
+    """The observations a seeded environment returns for `actions`, one step each."""
+    env = load_env(load_gin([SMOKE_GIN], bindings), seed=3)
+    try:
+        env.reset()
+        return np.array([env.step(np.asarray(a, np.float32)).observation for a in actions])
+    finally:
+        env.close()
+
+
+def test_action_smoothing_applies_a_low_pass_filter_at_each_environment_step():
+    """Decisions +0.8 then -0.8, each held 2 environment steps with weight 0.5, move the legs as
+    the filtered commands 0.8, 0.8, 0 and -0.4 given one per step without smoothing."""
+    decisions = [np.full(8, 0.8), np.full(8, -0.8)]
+    smoothed = observations_after(
+        ["RunConfig.action_repeat = 2", "RunConfig.action_smoothing = 0.5"], decisions
+    )
+    filtered = [np.full(8, 0.8), np.full(8, 0.8), np.full(8, 0.0), np.full(8, -0.4)]
+    by_hand = observations_after([], filtered)
+    np.testing.assert_array_equal(smoothed, by_hand[1::2])
+    unsmoothed = observations_after(["RunConfig.action_repeat = 2"], decisions)
+    assert not np.array_equal(unsmoothed, smoothed)
+
+
+def test_action_smoothing_outside_its_range_is_named():
+    with pytest.raises(UserError, match="RunConfig.action_smoothing must be .* 0.99, got 1.0"):
+        load_gin([SMOKE_GIN], ["RunConfig.action_smoothing = 1.0"])

@@ -11,7 +11,7 @@ from tf_agents.train.utils import train_utils
 from distributed_sac.builder import Builder
 from distributed_sac.checkpoints import LearnerCheckpoints
 from distributed_sac.config import load_gin
-from distributed_sac.learner_replay import ExperienceIntake, LearnerReplay
+from distributed_sac.learner_replay import ExperienceIntake, LearnerReplay, NStepReturns
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.transitions import PAIR_COLUMN
@@ -22,6 +22,52 @@ def _numbered_pairs(first: int, count: int, width: int = 3) -> np.ndarray:
     """Pairs whose every value is their number, so a sample tells which pair it is."""
     numbers = np.arange(first, first + count, dtype=np.float32)
     return np.broadcast_to(numbers[:, None, None], (count, 2, width)).copy()
+
+
+def _episode_pairs(first_observation: float, length: int, terminal: bool) -> list:
+    """An episode's pairs of packed steps [observation, reward, discount]: observation t is
+    first_observation + t, reward t is 10 ** t, discount 1 (0 on a terminal last step)."""
+    steps = [[first_observation + t, 10.0**t, 1.0] for t in range(length + 1)]
+    if terminal:  # the pair into the terminal step carries its discount, 0
+        steps[-2][2] = 0.0
+    return [np.array([steps[t], steps[t + 1]], np.float32) for t in range(length)]
+
+
+def test_n_step_pairs_fold_up_to_n_rewards_of_one_episode():
+    """Each folded pair: reward sum_k gamma^k d_0..d_(k-1) r_k over linked pairs, discount
+    gamma^(m-1) d_0..d_(m-1), the second step m steps on; chains stop at an episode's end, at a
+    pair of another episode in between and at the newest pair."""
+    tf.random.set_seed(1)
+    gamma = 0.5
+    # Episode A (observations 0..5, not terminal), episode B (100..103, terminal), then A's
+    # pairs continue nowhere: B's pairs start at another observation.
+    pairs = _episode_pairs(0.0, 5, terminal=False) + _episode_pairs(100.0, 3, terminal=True)
+    replay = LearnerReplay(capacity=64, pair_shape=(2, 3))
+    replay.add(np.stack(pairs))
+    returns = NStepReturns(steps=3, gamma=gamma, reward_index=1, discount_index=2)
+    drawn = replay.sample_n_step(400, returns).numpy()
+    expected = {}
+    for start in range(len(pairs)):
+        reward, weight, m = 0.0, 1.0, 0
+        for k in range(3):
+            index = start + k
+            linked = index < len(pairs) and np.array_equal(pairs[index][0], pairs[index - 1][1])
+            if k and not linked:
+                break
+            reward += weight * pairs[index][0][1]
+            weight *= gamma * pairs[index][0][2]
+            m = k
+        discount = weight / gamma
+        expected[float(pairs[start][0][0])] = (reward, discount, pairs[start + m][1][0])
+    seen = set()
+    for first, second in drawn:
+        reward, discount, next_observation = expected[float(first[0])]
+        assert first[1] == np.float32(reward), (first, reward)
+        assert first[2] == np.float32(discount), (first, discount)
+        assert second[0] == next_observation, (first, second)
+        seen.add(float(first[0]))
+    # Starts are drawn among all but the last two pairs (each has two successors held).
+    assert seen == {0.0, 1.0, 2.0, 3.0, 4.0, 100.0}
 
 
 def test_replay_keeps_the_newest_pairs_and_samples_them_uniformly():

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from absl import flags, logging
 
 import gin
+from distributed_sac import agent as agent_lib
 from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import CallAbandoned, ServerUnreachable, UserError
@@ -192,7 +193,9 @@ def make_learner(builder: Builder, run_dir, strategy, replay):
         run_dir.root,  # TF-Agents writes its summaries to <root_dir>/train (layout.TRAIN)
         train_step,
         agent,
-        experience_dataset_fn=lambda: builder.make_dataset(replay, replica_batch_size),
+        experience_dataset_fn=lambda: builder.make_dataset(
+            replay, replica_batch_size, agent_lib.discount_factor(agent)
+        ),
         after_train_strategy_step_fn=policy_summaries(agent, train_step, config.summary_interval),
         # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of finite
         # weights. The Learner has built every variable, optimizer slots included, by now.
