@@ -144,6 +144,7 @@ class Builder:
                 gamma,
                 self.packing.position("reward"),
                 self.packing.position("discount"),
+                self.packing.fields_width,
             )
         return replay.dataset(
             batch_size, self.packing.unpack, self.config.dataset_prefetch_batches, returns

@@ -102,8 +102,9 @@ class LearnerReplay(tf.Module):
         target r + gamma * discount * V(s_t+m) is the m-step return; [b, 2, width].
 
         Consecutive means linked: a pair's second step is the next pair's first, bit for bit
-        (the writer packs each step once). Pairs of other collectors in between, an episode's
-        end, or the ring's newest pair cut a chain short.
+        (the writer packs each step once; the rows' pair numbers differ and are not compared).
+        Pairs of other collectors in between, an episode's end, or the ring's newest pair cut a
+        chain short.
         """
         steps = returns.steps
         held = tf.minimum(self.added, self.capacity)
@@ -113,7 +114,8 @@ class LearnerReplay(tf.Module):
         )
         slots = (starts[:, None] + tf.range(steps, dtype=tf.int64)[None, :]) % self.capacity
         chain = tf.gather(self.pairs, slots)  # [b, steps, 2, width]
-        linked = tf.reduce_all(tf.equal(chain[:, 1:, 0], chain[:, :-1, 1]), axis=-1)
+        step = slice(0, returns.step_width)
+        linked = tf.reduce_all(tf.equal(chain[:, 1:, 0, step], chain[:, :-1, 1, step]), axis=-1)
         alive = tf.math.cumprod(
             tf.concat([tf.ones([batch_size, 1]), tf.cast(linked, tf.float32)], axis=1), axis=1
         )
@@ -155,12 +157,14 @@ class LearnerReplay(tf.Module):
 
 class NStepReturns(NamedTuple):
     """How the learner folds consecutive pairs: up to `steps` of them, discounted by `gamma`
-    (the agent's), with the packed step's reward and discount at these positions."""
+    (the agent's), with the packed step's reward and discount at these positions; a row's first
+    `step_width` values are its step, the rest its pair number."""
 
     steps: int
     gamma: float
     reward_index: int
     discount_index: int
+    step_width: int
 
 
 class ExperienceIntake:

@@ -25,12 +25,18 @@ def _numbered_pairs(first: int, count: int, width: int = 3) -> np.ndarray:
 
 
 def _episode_pairs(first_observation: float, length: int, terminal: bool) -> list:
-    """An episode's pairs of packed steps [observation, reward, discount]: observation t is
-    first_observation + t, reward t is 10 ** t, discount 1 (0 on a terminal last step)."""
+    """An episode's pairs of packed steps [observation, reward, discount] and a pair number:
+    observation t is first_observation + t, reward t is 10 ** t, discount 1 (0 on a terminal
+    last step); the number is first_observation + t too, so rows of linked pairs differ there."""
     steps = [[first_observation + t, 10.0**t, 1.0] for t in range(length + 1)]
     if terminal:  # the pair into the terminal step carries its discount, 0
         steps[-2][2] = 0.0
-    return [np.array([steps[t], steps[t + 1]], np.float32) for t in range(length)]
+    return [
+        np.array(
+            [steps[t] + [first_observation + t], steps[t + 1] + [first_observation + t]]
+        ).astype(np.float32)
+        for t in range(length)
+    ]
 
 
 def test_n_step_pairs_fold_up_to_n_rewards_of_one_episode():
@@ -42,16 +48,18 @@ def test_n_step_pairs_fold_up_to_n_rewards_of_one_episode():
     # Episode A (observations 0..5, not terminal), episode B (100..103, terminal), then A's
     # pairs continue nowhere: B's pairs start at another observation.
     pairs = _episode_pairs(0.0, 5, terminal=False) + _episode_pairs(100.0, 3, terminal=True)
-    replay = LearnerReplay(capacity=64, pair_shape=(2, 3))
+    replay = LearnerReplay(capacity=64, pair_shape=(2, 4))
     replay.add(np.stack(pairs))
-    returns = NStepReturns(steps=3, gamma=gamma, reward_index=1, discount_index=2)
+    returns = NStepReturns(steps=3, gamma=gamma, reward_index=1, discount_index=2, step_width=3)
     drawn = replay.sample_n_step(400, returns).numpy()
     expected = {}
     for start in range(len(pairs)):
         reward, weight, m = 0.0, 1.0, 0
         for k in range(3):
             index = start + k
-            linked = index < len(pairs) and np.array_equal(pairs[index][0], pairs[index - 1][1])
+            linked = index < len(pairs) and np.array_equal(
+                pairs[index][0, :3], pairs[index - 1][1, :3]
+            )
             if k and not linked:
                 break
             reward += weight * pairs[index][0][1]
