@@ -4,8 +4,8 @@
         [--root_dir /var/tmp/runs/big_table]
     .venv/bin/python benchmarks/big_table.py --quick    # 20 000 items: the plumbing
 
-On the config (default gin/minitaur.gin) with RunConfig.replay_capacity = --capacity, it starts
-the replay server role with a run directory (so it checkpoints), fills the experience table
+On the config (default gin/minitaur_tutorial.gin) with RunConfig.replay_capacity = --capacity, it
+starts the replay server role with a run directory (so it checkpoints), fills the experience table
 with --capacity pairs of the config's shape (random values, which compress no better than real
 observations: the memory figure is an upper bound), and measures:
   - the server's RSS empty and full, and the fill rate;

@@ -1,7 +1,7 @@
 """How Minitaur's step cost depends on the actions: steps/s and CPU ms per step under several
 fixed action patterns (the env limit uses uniform random actions; a learning policy does not).
 
-    .venv/bin/python benchmarks/env_actions.py [--seconds 6] [--gin_file gin/minitaur.gin]
+    .venv/bin/python benchmarks/env_actions.py [--seconds 6] [--gin_file gin/minitaur_tutorial.gin]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-MINITAUR_GIN = os.path.join(REPO, "gin", "minitaur.gin")
+TUTORIAL_GIN = os.path.join(REPO, "gin", "minitaur_tutorial.gin")
 SMOKE_GIN = os.path.join(REPO, "gin", "smoke.gin")
 RESULT_PREFIX = "RESULT "
 
@@ -26,7 +26,7 @@ def fail(program: str, message: str):
 
 def add_gin_arguments(parser) -> None:
     """--gin_file and --gin_bindings (repeatable; --gin_binding too), as the roles spell them."""
-    parser.add_argument("--gin_file", default=MINITAUR_GIN)
+    parser.add_argument("--gin_file", default=TUTORIAL_GIN)
     parser.add_argument("--gin_bindings", "--gin_binding", action="append", default=[])
 
 

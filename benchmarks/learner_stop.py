@@ -3,17 +3,17 @@
     .venv/bin/python benchmarks/learner_stop.py [--stops 4] [--output docs/learner_stop.json]
     .venv/bin/python benchmarks/learner_stop.py --quick     # gin/smoke.gin, 2 stops
 
-On the config (default gin/minitaur.gin: 100-step chunks, a policy export every 5 000 steps, a
-checkpoint every 10 000) it runs a replay server, one collector and the learner, and sends the
-learner SIGTERM --stops times, restarting it after each: the 1st, 3rd, ... aimed at the chunk
+On the config (default gin/minitaur_tutorial.gin: 100-step chunks, a policy export every 5 000
+steps, a checkpoint every 10 000) it runs a replay server, one collector and the learner, and sends
+the learner SIGTERM --stops times, restarting it after each: the 1st, 3rd, ... aimed at the chunk
 that ends with a policy export (the slowest stop: the chunk, the export, then the stop's
 checkpoint; the aim drifts with the rate, so each result says whether it got one), the others at
-random moments. For each stop: seconds from the signal to the process's exit and to
-its checkpoint written (the learner's `learner_stopped` report). From all reports of the run:
-the seconds a policy export and a checkpoint take, and a chunk's seconds at the measured rate.
-The worst case is a chunk + an export + two checkpoints (one due with the export, the stop's
-own); it is set against the launcher's share for the learner (LEARNER_GRACE_FRACTION of
---shutdown_grace_s). Prints a table and writes the figures as JSON (--output).
+random moments. For each stop: seconds from the signal to the process's exit and to its checkpoint
+written (the learner's `learner_stopped` report). From all reports of the run: the seconds a policy
+export and a checkpoint take, and a chunk's seconds at the measured rate. The worst case is a chunk
++ an export + two checkpoints (one due with the export, the stop's own); it is set against the
+launcher's share for the learner (LEARNER_GRACE_FRACTION of --shutdown_grace_s). Prints a table and
+writes the figures as JSON (--output).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@
         --output docs/many_collectors.json [--root_dir /var/tmp/runs/many]
     .venv/bin/python benchmarks/many_collectors.py --quick   # gin/smoke.gin, 8 collectors
 
-It runs the launcher (what launch/local.sh runs) on the config (default gin/minitaur.gin, UTD 1)
-to --train_steps, samples the replay server's cumulative counters every --interval_s seconds,
-and reads each role's reports from its log once the run has ended. It prints, and writes to
---output as JSON:
+It runs the launcher (what launch/local.sh runs) on the config (default gin/minitaur_tutorial.gin,
+UTD 1) to --train_steps, samples the replay server's cumulative counters every --interval_s
+seconds, and reads each role's reports from its log once the run has ended. It prints, and writes
+to --output as JSON:
   - the effective update-to-data ratio: train steps per inserted pair between the first and the
     last sample of the training (a window of minutes: the train step the server sees moves in
     pushes of weight_push_interval, and the feed's slack of undrained pairs is full at both

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/seeds.py --gin_file gin/pendulum.gin --seeds 0,1,2,3,4 \\
         --output_dir /var/tmp/runs/pendulum [--compare_dir /var/tmp/runs/pendulum-before]
-    .venv/bin/python benchmarks/seeds.py --gin_file gin/minitaur_walk.gin --seeds 0,1,2 \\
+    .venv/bin/python benchmarks/seeds.py --gin_file gin/minitaur.gin --seeds 0,1,2 \\
         --output_dir /var/tmp/runs/walk --env_steps_marks 250000,500000,750000,1000000 \\
         --threshold 10
 

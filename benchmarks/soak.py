@@ -6,8 +6,8 @@
     .venv/bin/python benchmarks/soak.py --analyse docs/soak.json [--output F]  # table again
 
 It runs `launch/local.sh` (the launcher, with its restarts) on the config (default
-gin/minitaur.gin: UTD 1, the tutorial's 10 000-pair table) with a final step it will not reach,
-and every --interval_s seconds samples each role's resident memory, open file descriptors and
+gin/minitaur_tutorial.gin: UTD 1, the tutorial's 10 000-pair table) with a final step it will not
+reach, and every --interval_s seconds samples each role's resident memory, open file descriptors and
 threads (from /proc) and the replay server's table sizes and the learner's train step (from the
 server's counters), from the moment the replay server answers. After --minutes it stops the
 launcher as Ctrl-C does and checks that every role exited.

@@ -241,13 +241,25 @@ def _check_gin_file(path: str) -> None:
         raise UserError(f"cannot read gin file {path}: {error.strerror}") from None
 
 
+def gin_headline(path: str) -> str:
+    """A gin file's opening comment up to its first empty or non-comment line, as one line
+    (what the launcher prints of the config it runs); empty when it opens with no comment."""
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
     """Parses gin files and bindings; any unknown name or bad line raises a one-line UserError."""
     # Import every module that registers configurables, so gin can tell unknown names apart.
     from distributed_sac import agent, faults  # noqa: F401
 
     gin.clear_config()
-    # `include 'minitaur.gin'` finds the project's bundled configs from anywhere.
+    # `include 'minitaur_tutorial.gin'` finds the project's bundled configs from anywhere.
     gin.add_config_file_search_path(BUNDLED_GIN_DIR)
     for path in gin_files:
         _check_gin_file(path)

@@ -18,6 +18,7 @@ from distributed_sac import best_policy
 from distributed_sac.layout import RunDir
 from distributed_sac.tools.cluster import RestartBudget
 from tests.conftest import (
+    SMOKE_GIN,
     last_line,
     launch,
     read,
@@ -34,6 +35,8 @@ def test_smoke_run_with_two_collectors(smoke_run, tmp_path):
     assert "all roles exited cleanly" in output  # learner, collectors, evaluator, server: exit 0
     assert "\x1b" not in output and "\r" not in output  # not a TTY: plain lines only
     assert "train_step 300/300  loss" in output
+    # Its first line names the config and what it is (the gin file's opening comment).
+    assert f"config:        {os.path.abspath(SMOKE_GIN)}: A tiny run of the same roles" in output
     # The launcher warns about the open port when the host has interfaces besides loopback.
     exposed = [name for _, name in socket.if_nameindex() if name != "lo"]
     assert ("warning: the replay server accepts anyone on port" in output) == bool(exposed)

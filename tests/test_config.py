@@ -1,15 +1,18 @@
 """Gin loading and RunConfig validation."""
 
 import dataclasses
+import os
 
 import pytest
 
 from distributed_sac.config import (
+    BUNDLED_GIN_DIR,
     FIELD_RULES,
     SEED_LIMIT,
     RunConfig,
     UserError,
     derived_seed,
+    gin_headline,
     load_gin,
 )
 from tests.conftest import SMOKE_GIN
@@ -20,6 +23,26 @@ def test_smoke_config_loads_and_includes_minitaur_defaults():
     assert config.env_name == "MinitaurBulletEnv-v0"
     assert config.num_iterations == 300
     assert config.updates_per_env_step == 1.0  # the tutorial's one gradient step per env step
+
+
+def test_the_default_config_is_the_walking_one_and_the_tutorials_is_one_flag_away():
+    from distributed_sac.tools import launcher
+
+    default = load_gin([launcher.DEFAULT_GIN], [])
+    assert os.path.basename(launcher.DEFAULT_GIN) == "minitaur.gin"
+    assert gin_headline(launcher.DEFAULT_GIN).startswith("The default: SAC on MinitaurBulletEnv-v0")
+    assert (default.action_repeat, default.replay_capacity) == (4, 300000)
+    tutorial = load_gin([os.path.join(BUNDLED_GIN_DIR, "minitaur_tutorial.gin")], [])
+    assert (tutorial.action_repeat, tutorial.replay_capacity) == (1, 10000)
+    assert tutorial.initial_collect_steps == 10000 and tutorial.num_iterations == 100000
+
+
+def test_a_gin_headline_is_its_opening_comment(tmp_path):
+    path = tmp_path / "x.gin"
+    path.write_text("# Line one,\n#   line two.\n\n# not this\nRunConfig.seed = 1\n")
+    assert gin_headline(str(path)) == "Line one, line two."
+    path.write_text("RunConfig.seed = 1\n# not a headline\n")
+    assert gin_headline(str(path)) == ""
 
 
 def test_bindings_override_files():

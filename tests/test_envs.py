@@ -13,7 +13,7 @@ from distributed_sac.envs import load_env
 from distributed_sac.errors import UserError
 from tests.conftest import GIN_DIR, SMOKE_GIN
 
-WALK_GIN = os.path.join(GIN_DIR, "minitaur_walk.gin")
+WALK_GIN = os.path.join(GIN_DIR, "minitaur.gin")
 
 
 def play_zero_actions(action_repeat: int) -> tuple[int, float, int]:

@@ -72,7 +72,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(kustomization, 
 def test_roles_share_the_gin_config_and_find_the_server():
     resources = render("base")
     (config_map,) = [doc for (kind, _), doc in resources.items() if kind == "ConfigMap"]
-    assert "include 'minitaur.gin'" in config_map["data"]["run.gin"]
+    assert "include 'minitaur_tutorial.gin'" in config_map["data"]["run.gin"]
     service = resources[("Service", "replay-server")]
     assert service["spec"]["ports"][0]["port"] == 8008
     server = container(resources, "StatefulSet", "replay-server")

@@ -111,7 +111,7 @@ def test_root_dir_plays_the_best_policy(smoke_root, tmp_path):
 
 
 def test_the_shipped_walking_policy_walks(tmp_path):
-    """docs/minitaur_walk_policy, the best policy of a gin/minitaur_walk.gin run, is committed so
+    """docs/minitaur_walk_policy, the best policy of a gin/minitaur.gin run, is committed so
     that a user can play a walking robot before training: its record says how it scored, and
     one 1000-step episode (README shows the command) walks several metres without falling."""
     policy_dir = os.path.join(REPO_ROOT, "docs", "minitaur_walk_policy")
@@ -124,7 +124,7 @@ def test_the_shipped_walking_policy_walks(tmp_path):
             "--policy_dir",
             policy_dir,
             "--gin_file",
-            os.path.join(REPO_ROOT, "gin", "minitaur_walk.gin"),
+            os.path.join(REPO_ROOT, "gin", "minitaur.gin"),
             "--episodes",
             "1",
             "--width",

@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 
 from distributed_sac import envs, learner_step, processes, run_lock  # noqa: E402
 from distributed_sac.addresses import check_port  # noqa: E402
-from distributed_sac.config import BUNDLED_GIN_DIR, load_gin  # noqa: E402
+from distributed_sac.config import BUNDLED_GIN_DIR, gin_headline, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
 from distributed_sac.processes import describe_exit  # noqa: E402
@@ -298,6 +298,9 @@ def main(argv) -> None:
             lock_fd,
             FLAGS.replay_server_grace_s,
         )
+        for path in gin_files:
+            headline = gin_headline(path)
+            console.event(f"config:        {path}" + (f": {headline}" if headline else ""))
         console.event(f"run directory: {run_dir.root}")
         console.event(f"role logs:     {run_dir.logs}/<role>.log")
         console.event(f"TensorBoard:   tensorboard --logdir {run_dir.root}")
