@@ -4,11 +4,12 @@
         --output_dir /var/tmp/runs/pendulum [--compare_dir /var/tmp/runs/pendulum-before]
     .venv/bin/python benchmarks/seeds.py --gin_file gin/minitaur.gin --seeds 0,1,2 \\
         --output_dir /var/tmp/runs/walk --env_steps_marks 250000,500000,750000,1000000 \\
-        --threshold 10
+        --thresholds 10,15
 
 With --env_steps_marks it also prints, per seed and their median, AverageReturn at each mark
-(the last evaluation at or before it), the best evaluation up to the last mark, and the env
-steps and minutes of training at which AverageReturn first reached --threshold; env steps and
+(the last evaluation at or before it, and the median of the last three, which evens out the
+evaluations' swing), the best evaluation up to the last mark, and the env steps and minutes of
+training at which AverageReturn first reached each of --thresholds (e.g. 10,15); env steps and
 minutes come from learning_curve.read_curve, so they count on across relaunches. Run again
 with the same arguments, it resumes each seed where it stopped (a finished seed returns at once).
 
@@ -91,9 +92,10 @@ def summarize(label: str, found: dict[int, dict[int, float]]) -> dict:
     return {"curves": found, "mean": mean, "last_two_per_seed": last_two}
 
 
-def milestones(base_dir: str, seeds, marks: list[int], threshold: float | None) -> dict:
-    """Prints and returns each seed's AverageReturn at the env-step marks, its best up to the
-    last mark, and when it first reached `threshold`; with the median over the seeds."""
+def milestones(base_dir: str, seeds, marks: list[int], thresholds: list[float]) -> dict:
+    """Prints and returns each seed's AverageReturn at the env-step marks (the last evaluation
+    and the median of the last three), its best up to the last mark, and when it first reached
+    each threshold; with the median over the seeds."""
     from distributed_sac import learning_curve
 
     rows = {}
@@ -101,22 +103,22 @@ def milestones(base_dir: str, seeds, marks: list[int], threshold: float | None) 
         curve = learning_curve.read_curve(os.path.join(base_dir, f"s{seed}"))
         if any(e["env_steps"] is None for e in curve):
             fail(PROGRAM, f"seed {seed}'s evaluations have no env_steps")
-        row = {"at": {}, "best": None, "reached": None}
+        row = {"at": {}, "last3": {}, "best": None, "reached": {}}
         for mark in marks:
-            before = [e for e in curve if e["env_steps"] <= mark]
+            before = [e["AverageReturn"] for e in curve if e["env_steps"] <= mark]
             reached_mark = curve[-1]["env_steps"] >= mark
-            row["at"][mark] = before[-1]["AverageReturn"] if before and reached_mark else None
+            row["at"][mark] = before[-1] if before and reached_mark else None
+            row["last3"][mark] = statistics.median(before[-3:]) if before and reached_mark else None
         within = [e for e in curve if e["env_steps"] <= marks[-1]]
         if within:
             best = max(within, key=lambda e: e["AverageReturn"])
             row["best"] = {k: best[k] for k in ("AverageReturn", "env_steps", "train_step")}
-        if threshold is not None:
+        for threshold in thresholds:
             first = next((e for e in curve if e["AverageReturn"] >= threshold), None)
-            if first is not None:
-                row["reached"] = {
-                    "env_steps": first["env_steps"],
-                    "training_minutes": round(first["training_minutes"], 1),
-                }
+            row["reached"][threshold] = first and {
+                "env_steps": first["env_steps"],
+                "training_minutes": round(first["training_minutes"], 1),
+            }
         row["last_env_steps"] = curve[-1]["env_steps"]
         row["training_minutes"] = round(curve[-1]["training_minutes"], 1)
         rows[seed] = row
@@ -128,33 +130,52 @@ def milestones(base_dir: str, seeds, marks: list[int], threshold: float | None) 
     def cell(value, spec=".2f"):
         return f"{value:{spec}}" if value is not None else "-"
 
-    head = " ".join(f"{m // 1000:>6}k" for m in marks)
-    print(f"\n{base_dir}: AverageReturn at env steps (the last evaluation at or before each)")
-    print(f"seed {head}   best<={marks[-1] // 1000}k (at env steps)   first >= {threshold}")
+    def at_text(last, last3):
+        return f"{cell(last)} ({cell(last3)})"
+
+    def reached_text(reached):
+        return f"{reached['env_steps']} ({reached['training_minutes']} min)" if reached else "-"
+
+    print(
+        f"\n{base_dir}: AverageReturn at env steps, the last evaluation at or before each mark "
+        "(the median of the last three); the best up to the last mark; when first at or above "
+        "each threshold: env steps (minutes of training)"
+    )
+    head = " ".join(f"{str(m // 1000) + 'k':>15}" for m in marks)
+    firsts = " ".join(f"{'first >= ' + format(t, 'g'):>22}" for t in thresholds)
+    print(f"seed {head}   {'best <= ' + str(marks[-1] // 1000) + 'k':>22}   {firsts}")
     for seed, row in rows.items():
         best = row["best"]
         best_text = f"{best['AverageReturn']:.2f} ({best['env_steps']})" if best else "-"
-        reached = row["reached"]
-        reached_text = (
-            f"{reached['env_steps']} env steps, {reached['training_minutes']} min"
-            if reached
-            else "not reached"
-        )
-        at = " ".join(f"{cell(row['at'][m]):>7}" for m in marks)
-        print(f"s{seed:<3} {at}   {best_text:>22}   {reached_text}")
+        at = " ".join(f"{at_text(row['at'][m], row['last3'][m]):>15}" for m in marks)
+        reached = " ".join(f"{reached_text(row['reached'][t]):>22}" for t in thresholds)
+        print(f"s{seed:<3} {at}   {best_text:>22}   {reached}")
     medians = {m: median(row["at"][m] for row in rows.values()) for m in marks}
+    last3_medians = {m: median(row["last3"][m] for row in rows.values()) for m in marks}
     best_median = median(
         row["best"]["AverageReturn"] if row["best"] else None for row in rows.values()
     )
-    print(
-        "med  " + " ".join(f"{cell(medians[m]):>7}" for m in marks) + f"   {cell(best_median):>22}"
+    minutes_medians = {
+        t: median(
+            row["reached"][t]["training_minutes"] if row["reached"][t] else None
+            for row in rows.values()
+        )
+        for t in thresholds
+    }
+    at = " ".join(f"{at_text(medians[m], last3_medians[m]):>15}" for m in marks)
+    reached = " ".join(
+        f"{str(minutes_medians[t]) + ' min' if minutes_medians[t] is not None else '-':>22}"
+        for t in thresholds
     )
+    print(f"med  {at}   {cell(best_median):>22}   {reached}")
     return {
         "marks": marks,
-        "threshold": threshold,
+        "thresholds": thresholds,
         "seeds": rows,
         "median_at": medians,
+        "median_last3_at": last3_medians,
         "median_best": best_median,
+        "median_minutes_to": minutes_medians,
     }
 
 
@@ -167,7 +188,7 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true", help="only read finished runs")
     parser.add_argument("--timeout_s", type=float, default=1800, help="per seed")
     parser.add_argument("--env_steps_marks", help="e.g. 250000,500000,750000,1000000")
-    parser.add_argument("--threshold", type=float, help="an AverageReturn to time")
+    parser.add_argument("--thresholds", help="AverageReturns to time, e.g. 10,15")
     parser.add_argument(
         "--export_dir",
         help="copy each seed's evaluations and learner reports here (small enough to commit); "
@@ -178,6 +199,10 @@ def main() -> None:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         fail(PROGRAM, f"--seeds must be like 0,1,2; got {args.seeds!r}")
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else []
+    except ValueError:
+        fail(PROGRAM, f"--thresholds must be like 10,15; got {args.thresholds!r}")
     marks = []
     if args.env_steps_marks:
         try:
@@ -202,7 +227,7 @@ def main() -> None:
         found = curves(args.compare_dir, seeds, interval)
         figures["compare"] = summarize(args.compare_dir, found)
     if marks:
-        figures["milestones"] = milestones(args.output_dir, seeds, marks, args.threshold)
+        figures["milestones"] = milestones(args.output_dir, seeds, marks, thresholds)
     with open(os.path.join(args.output_dir, "seeds.json"), "w") as out:
         json.dump(figures, out, indent=2)
     if args.export_dir:
