@@ -10,7 +10,6 @@ import sys
 import time
 
 import numpy as np
-import pybullet
 import tree
 
 from distributed_sac.config import RunConfig
@@ -193,6 +192,10 @@ class Camera:
         return np.ascontiguousarray(frame[:, :, :3], dtype=np.uint8)
 
     def _minitaur_frame(self) -> np.ndarray:
+        # Imported here, as in load_env: pybullet prints its build time on stderr when imported,
+        # which would follow a tool's one-line error about its input.
+        import pybullet
+
         client, gym_env = self._client, self._gym
         view = client.computeViewMatrixFromYawPitchRoll(
             cameraTargetPosition=gym_env.minitaur.GetBasePosition(),
