@@ -164,7 +164,7 @@ def milestones(base_dir: str, seeds, marks: list[int], thresholds: list[float]) 
     }
     at = " ".join(f"{at_text(medians[m], last3_medians[m]):>15}" for m in marks)
     reached = " ".join(
-        f"{str(minutes_medians[t]) + ' min' if minutes_medians[t] is not None else '-':>22}"
+        f"{f'{minutes_medians[t]:.1f} min' if minutes_medians[t] is not None else '-':>22}"
         for t in thresholds
     )
     print(f"med  {at}   {cell(best_median):>22}   {reached}")
