@@ -11,6 +11,7 @@ from tf_agents.networks import actor_distribution_network, network
 from tf_agents.policies import actor_policy
 
 import gin
+from distributed_sac.errors import UserError
 
 
 @gin.configurable
@@ -62,8 +63,6 @@ def make_critic_network(
         return NormalizedCriticNetwork(
             (observation_spec, action_spec), tuple(joint_fc_layer_params), dropout_rate
         )
-    if dropout_rate:
-        raise ValueError("make_critic_network.dropout_rate needs layer_norm = True")
     return critic_network.CriticNetwork(
         (observation_spec, action_spec),
         observation_fc_layer_params=None,
@@ -87,21 +86,37 @@ def make_agent(
     gamma: float = 0.99,
     reward_scale_factor: float = 1.0,
     target_entropy: float | None = None,
+    learning_rate_decay_steps: int | None = None,
+    final_learning_rate_fraction: float = 0.1,
 ) -> sac_agent.SacAgent:
     """The learner's SacAgent; call inside the distribution strategy's scope.
 
     target_entropy: the policy entropy the temperature is tuned towards; None: TF-Agents'
     default, -dim(action) / 2 (-4 for Minitaur).
+    learning_rate_decay_steps: None keeps the three learning rates constant; a number of train
+    steps makes each fall linearly to final_learning_rate_fraction of itself by then and stay
+    there (each optimizer counts its own steps, one per train step, in the checkpoint).
     """
+
+    def optimizer(learning_rate: float) -> tf.keras.optimizers.Optimizer:
+        if learning_rate_decay_steps is not None:
+            learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
+                learning_rate,
+                learning_rate_decay_steps,
+                learning_rate * final_learning_rate_fraction,
+                power=1.0,
+            )
+        return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+
     observation_spec = time_step_spec.observation
     agent = sac_agent.SacAgent(
         time_step_spec,
         action_spec,
         actor_network=make_actor_network(observation_spec, action_spec),
         critic_network=make_critic_network(observation_spec, action_spec),
-        actor_optimizer=tf.keras.optimizers.Adam(learning_rate=actor_learning_rate),
-        critic_optimizer=tf.keras.optimizers.Adam(learning_rate=critic_learning_rate),
-        alpha_optimizer=tf.keras.optimizers.Adam(learning_rate=alpha_learning_rate),
+        actor_optimizer=optimizer(actor_learning_rate),
+        critic_optimizer=optimizer(critic_learning_rate),
+        alpha_optimizer=optimizer(alpha_learning_rate),
         target_update_tau=target_update_tau,
         target_update_period=target_update_period,
         td_errors_loss_fn=tf.math.squared_difference,
@@ -112,6 +127,26 @@ def make_agent(
     )
     agent.initialize()
     return agent
+
+
+def check_bindings() -> None:
+    """A one-line UserError for network and agent values gin bound that no agent can use;
+    config.load_gin calls it, so the launcher refuses them before any role starts."""
+    critic = gin.get_bindings("make_critic_network")
+    if critic.get("dropout_rate") and not critic.get("layer_norm"):
+        raise UserError("make_critic_network.dropout_rate needs make_critic_network.layer_norm")
+    agent = gin.get_bindings("make_agent")
+    decay_steps = agent.get("learning_rate_decay_steps")
+    if decay_steps is not None and not (isinstance(decay_steps, int) and decay_steps >= 1):
+        raise UserError(
+            f"make_agent.learning_rate_decay_steps must be None or an integer of at least 1, "
+            f"got {decay_steps!r}"
+        )
+    fraction = agent.get("final_learning_rate_fraction", 0.1)
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+        raise UserError(
+            f"make_agent.final_learning_rate_fraction must be from 0 to 1, got {fraction!r}"
+        )
 
 
 def discount_factor(agent: sac_agent.SacAgent) -> float:

@@ -274,8 +274,10 @@ def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig
     finally:
         logging.disable(logging.NOTSET)
     try:
-        return RunConfig()
+        config = RunConfig()
     except UserError as error:  # gin appends "In call to configurable ..." lines; drop them
         raise UserError(str(error).splitlines()[0]) from None
     except Exception as error:  # a binding of the wrong type reaches the constructor
         raise UserError(f"bad gin config: {one_line(error)}") from None
+    agent.check_bindings()
+    return config

@@ -1,4 +1,5 @@
-"""Environment loading: pybullet and gym tasks as TF-Agents Python environments."""
+"""Environment loading: pybullet and gym tasks as TF-Agents Python environments; a headless
+camera and Minitaur's distance walked, for tools that show an episode."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import functools
 import os
 import random
 import sys
+import time
 
 import numpy as np
 import tree
 
 from distributed_sac.config import RunConfig
-from distributed_sac.errors import UserError
+from distributed_sac.errors import UserError, first_line
 
 
 def load_env(config: RunConfig, seed: int | None = None):
@@ -145,3 +147,83 @@ def scale_observations(env, scale):
         return time_step._replace(observation=(time_step.observation * factors).astype(spec.dtype))
 
     return ScaledObservations(env)
+
+
+class Camera:
+    """Renders RGB frames of a TF-Agents py environment without a display.
+
+    pybullet's Minitaur tasks: pybullet's TinyRenderer, a camera following the robot's base (the
+    environment's own distance, yaw and pitch) at the requested size. Its own render() asks for
+    the OpenGL renderer at a fixed 960x720, which costs ~10 times more per frame. Any other task:
+    its render(mode="rgb_array") at its own size. `seconds` adds up the time spent rendering.
+    """
+
+    def __init__(self, py_env, width: int, height: int):
+        # Gym's classic-control tasks draw with pygame, which wants a display and a sound card;
+        # its dummy drivers render off-screen (read when pygame starts, at the first render).
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        self._py_env = py_env
+        self._width, self._height = width, height
+        gym_env = getattr(py_env, "gym", None)
+        self._gym = gym_env.unwrapped if gym_env is not None else None
+        robot = getattr(self._gym, "minitaur", None)
+        self._client = getattr(self._gym, "_pybullet_client", None)
+        self._follows_robot = self._client is not None and hasattr(robot, "GetBasePosition")
+        self.seconds = 0.0
+
+    def frame(self) -> np.ndarray:
+        """The current frame, uint8 [height, width, 3]."""
+        started = time.perf_counter()
+        frame = self._minitaur_frame() if self._follows_robot else self._rendered_frame()
+        self.seconds += time.perf_counter() - started
+        return frame
+
+    def _rendered_frame(self) -> np.ndarray:
+        try:
+            frame = self._py_env.render(mode="rgb_array")
+        except Exception as error:
+            raise UserError(
+                f"cannot render this environment headless: {first_line(error)}"
+            ) from None
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] < 3 or frame.size == 0:
+            raise UserError(f"the environment's render() gave no RGB image (shape {frame.shape})")
+        return np.ascontiguousarray(frame[:, :, :3], dtype=np.uint8)
+
+    def _minitaur_frame(self) -> np.ndarray:
+        # Imported here, as in load_env: pybullet prints its build time on stderr when imported,
+        # which would follow a tool's one-line error about its input.
+        import pybullet
+
+        client, gym_env = self._client, self._gym
+        view = client.computeViewMatrixFromYawPitchRoll(
+            cameraTargetPosition=gym_env.minitaur.GetBasePosition(),
+            distance=getattr(gym_env, "_cam_dist", 1.0),
+            yaw=getattr(gym_env, "_cam_yaw", 0.0),
+            pitch=getattr(gym_env, "_cam_pitch", -30.0),
+            roll=0,
+            upAxisIndex=2,
+        )
+        projection = client.computeProjectionMatrixFOV(
+            fov=60, aspect=self._width / self._height, nearVal=0.1, farVal=100.0
+        )
+        _, _, pixels, _, _ = client.getCameraImage(
+            width=self._width,
+            height=self._height,
+            viewMatrix=view,
+            projectionMatrix=projection,
+            renderer=pybullet.ER_TINY_RENDERER,
+        )
+        rgba = np.asarray(pixels, dtype=np.uint8).reshape(self._height, self._width, 4)
+        return np.ascontiguousarray(rgba[:, :, :3])
+
+
+def walked_metres(env) -> float | None:
+    """For Minitaur, the metres its base moved forward (x) in the episode so far, the reward's
+    main term (the rest is an energy penalty), from the environment's own log of its reward terms
+    (get_objectives, cleared at reset); None for other tasks or before a step."""
+    gym_env = getattr(getattr(env, "gym", None), "unwrapped", None)
+    if not hasattr(gym_env, "get_objectives") or not gym_env.get_objectives():
+        return None
+    return sum(terms[0] for terms in gym_env.get_objectives())

@@ -1,15 +1,19 @@
 """Greedy evaluation and its record: the evaluator role and the benchmarks' tutorial loop score
-policies alike, and every tool reads metrics.jsonl through `read_evaluations`."""
+policies alike, play records them through the same episode loop, and every tool reads
+metrics.jsonl through `read_evaluations`."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from absl import logging
 
 from distributed_sac.config import derived_seed
+
+if TYPE_CHECKING:  # plot and status read metrics.jsonl without importing TensorFlow
+    from tf_agents.trajectories.time_step import TimeStep
 
 EVAL_SEED_OFFSET = 1_000_000  # keeps evaluation episodes apart from every collector's
 # What every evaluation line carries (plot and status rely on these).
@@ -22,20 +26,32 @@ def make_eval_env(builder):
 
 
 def run_episodes(
-    env, policy, num_episodes: int, stop_requested: Callable[[], bool] = lambda: False
+    env,
+    policy,
+    num_episodes: int,
+    stop_requested: Callable[[], bool] = lambda: False,
+    *,
+    max_steps: int | None = None,
+    on_step: Callable[[TimeStep], None] = lambda time_step: None,
+    on_episode_end: Callable[[float, int], None] = lambda episode_return, length: None,
 ) -> dict | None:
-    """Plays complete episodes with `policy`; AverageReturn and AverageEpisodeLength. None when
-    `stop_requested()` turned true meanwhile (checked at each step: the evaluation is dropped)."""
+    """Plays episodes with `policy`, each to its last step or `max_steps`; AverageReturn and
+    AverageEpisodeLength. `on_step` sees every time step (each episode's first one too),
+    `on_episode_end` each episode's return and length. None when `stop_requested()` turned true
+    meanwhile (checked at each step: the evaluation is dropped)."""
     returns, lengths = [], []
     for _ in range(num_episodes):
         time_step = env.reset()
+        on_step(time_step)
         total, length = 0.0, 0
-        while not time_step.is_last():
+        while not time_step.is_last() and (max_steps is None or length < max_steps):
             if stop_requested():
                 return None
             time_step = env.step(policy.action(time_step).action)
+            on_step(time_step)
             total += float(time_step.reward)
             length += 1
+        on_episode_end(total, length)
         returns.append(total)
         lengths.append(length)
     return {

@@ -5,8 +5,8 @@ versioned directory beside it and synced to disk, then the name (a relative syml
 to it by one `os.replace`, so a reader always finds a complete policy under the name, before and
 after, also when the writer is killed halfway or the machine loses power. The version the name
 pointed at before stays until the next replacement, so a reader that resolved the name (`cp -rL`,
-play loading a SavedModel) can finish reading it. `greedy_policy/` and `collect_policy/` are the
-learner's newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
+`load_policy`) can finish reading it. `greedy_policy/` and `collect_policy/` are the learner's
+newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import os
 import shutil
 from collections.abc import Callable
 
-from tf_agents.policies import greedy_policy, policy_saver
+from tf_agents.policies import greedy_policy, policy_saver, py_tf_eager_policy
 
-from distributed_sac.errors import DiskFull, is_disk_full
-from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
+from distributed_sac.errors import DiskFull, UserError, first_line, is_disk_full
+from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY, RunDir
 
 VERSION_MARK = ".v"  # <name>.v<n>: the directories a published name points at
 
@@ -117,3 +117,40 @@ class PolicyExporter:
         for name, saver in self._savers.items():
             publish_dir(os.path.join(self._policies_dir, name), saver.save)
         self.exported_at = int(self._train_step.numpy())
+
+
+def check_policy_dir(policy_dir: str) -> None:
+    """UserError unless `policy_dir` holds a SavedModel (cheap: nothing is loaded)."""
+    if not os.path.exists(policy_dir):
+        raise UserError(f"policy_dir not found: {policy_dir}")
+    if not os.path.isdir(policy_dir):
+        raise UserError(f"policy_dir is not a directory: {policy_dir}")
+    if not any(
+        os.path.isfile(os.path.join(policy_dir, name))
+        for name in ("saved_model.pb", "saved_model.pbtxt")
+    ):
+        hint = ""
+        if os.path.isdir(RunDir(policy_dir).policies):
+            hint = f"; this looks like a root_dir: try --root_dir {policy_dir}"
+        raise UserError(f"{policy_dir} is not a SavedModel policy (no saved_model.pb){hint}")
+
+
+def load_policy(policy_dir: str) -> py_tf_eager_policy.SavedModelPyTFEagerPolicy:
+    """The policy SavedModel in `policy_dir` as a py policy (numpy time steps in, numpy actions
+    out), its specs read from the policy_specs.pbtxt PolicySaver writes beside it; UserError
+    when it is not one."""
+    check_policy_dir(policy_dir)
+    if not os.path.isfile(os.path.join(policy_dir, policy_saver.POLICY_SPECS_PBTXT)):
+        raise UserError(
+            f"{policy_dir} is a SavedModel but not a TF-Agents policy "
+            f"(no {policy_saver.POLICY_SPECS_PBTXT})"
+        )
+    try:
+        # Resolved once: TF opens the SavedModel's files one by one, and a policy published
+        # meanwhile switches the name to another version. The resolved one is kept until the
+        # next replacement (publish_dir).
+        return py_tf_eager_policy.SavedModelPyTFEagerPolicy(
+            os.path.realpath(policy_dir), load_specs_from_pbtxt=True
+        )
+    except Exception as error:  # a damaged SavedModel raises anything from OSError to TF's own
+        raise UserError(f"cannot load the policy in {policy_dir}: {first_line(error)}") from None

@@ -1,5 +1,6 @@
 """Every role derives the same specs, signatures and tables from one config."""
 
+import pytest
 import reverb
 import tensorflow as tf
 import tree
@@ -7,6 +8,7 @@ from tf_agents.train.utils import train_utils
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.errors import UserError
 from distributed_sac.replay import tables
 from distributed_sac.replay.weights import WeightClient, weights_signature
 from distributed_sac.transitions import PAIR_COLUMN
@@ -110,3 +112,57 @@ def test_weights_round_trip_through_the_variables_table():
             assert (a.numpy() == b.numpy()).all()
     finally:
         server.stop()
+
+
+def _optimizers(agent) -> tuple:
+    return (agent._actor_optimizer, agent._critic_optimizer, agent._alpha_optimizer)
+
+
+def _learning_rates(agent, step: int) -> list[float]:
+    """Each optimizer's learning rate after `step` train steps (each counts its own steps)."""
+    rates = []
+    for optimizer in _optimizers(agent):
+        optimizer.iterations.assign(step)
+        rate = optimizer.learning_rate  # a schedule: the rate as a function of that count
+        rates.append(round(float(rate(optimizer.iterations) if callable(rate) else rate), 9))
+    return rates
+
+
+def test_learning_rates_fall_linearly_over_the_decay_steps_when_asked():
+    rates = ["actor = 1e-3", "critic = 2e-3", "alpha = 4e-3"]
+    bindings = [f"make_agent.{name.replace(' =', '_learning_rate =')}" for name in rates]
+    config = load_gin([SMOKE_GIN], [*bindings, "make_agent.learning_rate_decay_steps = 100"])
+    agent = Builder(config).make_agent(train_utils.create_train_step())
+    assert _learning_rates(agent, 0) == [1e-3, 2e-3, 4e-3]
+    assert _learning_rates(agent, 50) == [0.00055, 0.0011, 0.0022]  # halfway to 0.1 of each
+    assert _learning_rates(agent, 100) == _learning_rates(agent, 1000) == [1e-4, 2e-4, 4e-4]
+    constant = Builder(load_gin([SMOKE_GIN], bindings)).make_agent(train_utils.create_train_step())
+    assert _learning_rates(constant, 1000) == [1e-3, 2e-3, 4e-3]
+
+
+@pytest.mark.parametrize(
+    "binding, message",
+    [
+        (
+            "make_agent.learning_rate_decay_steps = 0",
+            "make_agent.learning_rate_decay_steps must be None or an integer of at least 1, got 0",
+        ),
+        (
+            "make_agent.learning_rate_decay_steps = 1e5",
+            "make_agent.learning_rate_decay_steps must be None or an integer of at least 1, "
+            "got 100000.0",
+        ),
+        (
+            "make_agent.final_learning_rate_fraction = 1.5",
+            "make_agent.final_learning_rate_fraction must be from 0 to 1, got 1.5",
+        ),
+        (
+            "make_critic_network.dropout_rate = 0.01",
+            "make_critic_network.dropout_rate needs make_critic_network.layer_norm",
+        ),
+    ],
+)
+def test_bad_network_and_agent_bindings_are_one_line_when_the_config_loads(binding, message):
+    with pytest.raises(UserError) as raised:
+        load_gin([SMOKE_GIN], [binding])
+    assert str(raised.value) == message

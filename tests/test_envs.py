@@ -1,5 +1,5 @@
 """Environment loading: action repeat and observation scale keep the environment's own episodes,
-returns and physics; the walking config builds."""
+returns and physics; the walking config builds; the headless camera and the distance walked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distributed_sac.config import load_gin
-from distributed_sac.envs import load_env
+from distributed_sac.envs import Camera, load_env, walked_metres
 from distributed_sac.errors import UserError
 from tests.conftest import GIN_DIR, SMOKE_GIN
 
@@ -122,3 +122,20 @@ def test_action_smoothing_applies_a_low_pass_filter_at_each_environment_step():
 def test_action_smoothing_outside_its_range_is_named():
     with pytest.raises(UserError, match="RunConfig.action_smoothing must be .* 0.99, got 1.0"):
         load_gin([SMOKE_GIN], ["RunConfig.action_smoothing = 1.0"])
+
+
+def test_the_camera_follows_minitaur_and_the_distance_walked_is_read():
+    env = load_env(load_gin([SMOKE_GIN], []), seed=0)
+    try:
+        camera = Camera(env, 64, 48)
+        env.reset()
+        first, walked_at_start = camera.frame(), walked_metres(env)
+        for _ in range(30):
+            env.step(np.full(8, 0.5, np.float32))
+        later, walked = camera.frame(), walked_metres(env)
+    finally:
+        env.close()
+    assert first.shape == (48, 64, 3) and first.dtype == np.uint8 and first.std() > 0
+    assert not np.array_equal(first, later) and camera.seconds > 0
+    # Minitaur's log of its reward terms, cleared at reset: its forward term summed.
+    assert walked_at_start is None and isinstance(walked, float)

@@ -67,3 +67,30 @@ def test_an_evaluation_stopped_midway_is_dropped():
         assert played is not None and played["AverageEpisodeLength"] > 0  # no stop: played out
     finally:
         env.close()
+
+
+def test_episodes_cut_at_max_steps_and_every_time_step_seen():
+    """play's use of the loop: episodes end after max_steps; on_step sees each episode's first
+    time step and one per step (a video frame each), on_episode_end each return and length."""
+    from distributed_sac.builder import Builder
+    from distributed_sac.config import load_gin
+    from tests.conftest import SMOKE_GIN
+
+    builder = Builder(load_gin([SMOKE_GIN], []))
+    env = evaluation.make_eval_env(builder)
+    seen, ended = [], []
+    try:
+        played = evaluation.run_episodes(
+            env,
+            builder.make_acting_policy(greedy=True),
+            2,
+            max_steps=7,
+            on_step=seen.append,
+            on_episode_end=lambda total, length: ended.append((total, length)),
+        )
+    finally:
+        env.close()
+    assert [length for _, length in ended] == [7, 7]
+    assert len(seen) == 2 * (7 + 1) and seen[0].is_first() and seen[8].is_first()
+    assert ended[0][0] == sum(float(time_step.reward) for time_step in seen[1:8])
+    assert played == {"AverageReturn": (ended[0][0] + ended[1][0]) / 2, "AverageEpisodeLength": 7}
