@@ -47,10 +47,10 @@ class Server:
     """The replay server role with a run directory, and a client on it."""
 
     def __init__(self, args, root_dir: str, log_name: str):
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
 
         self.port = harness.free_port()
-        role_args = harness.gin_args(args.gin_file, args.bindings)
+        role_args = harness.gin_flags([args.gin_file], args.bindings)
         role_args += ["--port", str(self.port), "--root_dir", root_dir]
         self.log = os.path.join(root_dir, f"{log_name}.log")
         self.started = time.monotonic()
@@ -61,17 +61,19 @@ class Server:
         self.client = reverb.Client(f"localhost:{self.port}")
 
     def _wait_until_ready(self, timeout_s: float = 1800) -> float:
-        deadline = self.started + timeout_s
-        while not self.process.new_reports("replay_server_ready"):
-            if self.process.poll() is not None:
+        def ready() -> list:
+            found = self.process.new_reports("replay_server_ready")
+            if not found and self.process.poll() is not None:
                 fail(PROGRAM, f"replay server exited: {self.process.failure() or self.log}")
-            if time.monotonic() > deadline:
-                fail(PROGRAM, f"replay server not ready after {timeout_s:.0f} s ({self.log})")
-            time.sleep(0.1)
+            return found
+
+        left_s = self.started + timeout_s - time.monotonic()
+        if not harness.poll_until(ready, left_s, interval_s=0.1):
+            fail(PROGRAM, f"replay server not ready after {timeout_s:.0f} s ({self.log})")
         return time.monotonic() - self.started
 
     def usage(self) -> dict:
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
 
         return processes.usage(self.process.pid)
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from distributed_sac.runtime.processes import free_port, gin_flags  # noqa: E402
+from distributed_sac.runtime.waits import poll_until  # noqa: E402
 
 TUTORIAL_GIN = os.path.join(REPO, "gin", "minitaur_tutorial.gin")
 SMOKE_GIN = os.path.join(REPO, "gin", "smoke.gin")
@@ -28,14 +30,6 @@ def add_gin_arguments(parser) -> None:
     """--gin_file and --gin_bindings (repeatable; --gin_binding too), as the roles spell them."""
     parser.add_argument("--gin_file", default=TUTORIAL_GIN)
     parser.add_argument("--gin_bindings", "--gin_binding", action="append", default=[])
-
-
-def gin_args(gin_file: str, bindings) -> list[str]:
-    """The flags that give a role or the launcher this config."""
-    args = ["--gin_file", gin_file]
-    for binding in bindings:
-        args += ["--gin_bindings", binding]
-    return args
 
 
 def load_config(gin_file: str, bindings=()):
@@ -56,17 +50,11 @@ def check_config(program: str, gin_file: str, bindings) -> None:
         fail(program, str(error))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_part(program: str, script: str, part: str, log_path: str, **kwargs) -> dict:
     """Runs `script --part part` in a fresh Python process (so no part inherits another's
     threads, memory or TensorFlow state), its output in `log_path`; returns the figures it
     printed."""
-    from distributed_sac.processes import Process
+    from distributed_sac.runtime.processes import Process
 
     command = [sys.executable, script, "--part", part, "--part_args", json.dumps(kwargs)]
     process = Process(command, log_path, name=part)
@@ -134,7 +122,7 @@ class LauncherRun:
     <root_dir>/launcher.out, and a bounded client on its replay server once that answers."""
 
     def __init__(self, program: str, root_dir: str, num_collectors: int, launcher_args: list):
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
 
         self.program, self.root_dir = program, root_dir
         self.port = free_port()
@@ -161,15 +149,17 @@ class LauncherRun:
         from distributed_sac.replay.connection import BoundedCall, connect
 
         logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings while it starts
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def answered() -> bool:
             self.check_running()
             try:
                 self._server = (connect(f"localhost:{self.port}", 1), BoundedCall("server", 10))
-                return
+                return True
             except Exception:  # not up yet
-                if time.monotonic() > deadline:
-                    fail(self.program, f"replay server not up after {timeout_s:.0f} s")
+                return False
+
+        if not poll_until(answered, timeout_s, interval_s=0):
+            fail(self.program, f"replay server not up after {timeout_s:.0f} s")
 
     def counters(self) -> dict | None:
         """monitor.server_counters, or None while the server does not answer."""
@@ -183,7 +173,7 @@ class LauncherRun:
 
     def role_usage(self) -> dict:
         """{role: {pid, rss_mb, fds, threads}} of the launcher's live roles."""
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
         from distributed_sac.tools import cluster
 
         roles = {}
@@ -198,7 +188,7 @@ class LauncherRun:
 
     def kill(self) -> None:
         """Stops the launcher and its roles at once (the benchmark failed)."""
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
 
         processes.stop([self.process], grace_s=30, group=True)
 
@@ -208,7 +198,7 @@ class LauncherRun:
         import signal
         import subprocess
 
-        from distributed_sac import processes
+        from distributed_sac.runtime import processes
         from distributed_sac.tools import cluster
 
         roles = cluster.role_pids(self.process.pid)  # once it exits, they are no longer its
@@ -221,9 +211,7 @@ class LauncherRun:
             pass
         finally:
             processes.stop([self.process], grace_s=30, group=True)
-        deadline = time.monotonic() + 10
-        while any(processes.alive(pid) for pid in roles.values()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        poll_until(lambda: not any(processes.alive(pid) for pid in roles.values()), 10)
         left = sorted(name for name, pid in roles.items() if processes.alive(pid))
         if code is None or left:
             fail(self.program, f"launcher did not stop its roles in time (left: {left})")
@@ -240,7 +228,7 @@ class BenchCluster:
 
         self.config = load_config(gin_file, bindings)
         self.run_dir = RunDir(work_dir)
-        self.roles = Cluster(self.run_dir, gin_args(gin_file, bindings))
+        self.roles = Cluster(self.run_dir, gin_flags([gin_file], bindings))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.client = None
@@ -251,7 +239,7 @@ class BenchCluster:
         self.collector_address = self.address
 
     def start_tunnel(self, side: str, accept: str, connect: str, cert: str) -> None:
-        from distributed_sac.processes import Process
+        from distributed_sac.runtime.processes import Process
 
         args = ["--side", side, "--accept", accept, "--connect", connect]
         args += ["--ca_file", os.path.join(self.tls_dir, "ca.pem")]
@@ -292,12 +280,14 @@ class BenchCluster:
         return monitor.server_counters(self.client)
 
     def wait_until(self, predicate, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            self.roles.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-            time.sleep(0.5)
+        """Until `predicate()` holds; RuntimeError after `timeout_s`, UserError once a role
+        exited."""
+
+        def holds() -> bool:
+            return predicate() or self.roles.check_alive()
+
+        if not poll_until(holds, timeout_s, interval_s=0.5):
+            raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
     def collector_reports(self, task: int, since: float) -> list[dict]:
         from distributed_sac.reports import fields_of
@@ -306,7 +296,7 @@ class BenchCluster:
         return [report for report in reports if report["unix_time"] >= since]
 
     def stop_all(self) -> None:
-        from distributed_sac.processes import stop
+        from distributed_sac.runtime.processes import stop
 
         self.roles.stop(reversed(list(self.roles.roles)), grace_s=10)
         stop(self.tunnels.values(), grace_s=10)

@@ -95,8 +95,9 @@ def run_launcher(
 ):
     """The local cluster (the launcher behind launch/local.sh) with one collector for the same
     budget; its evaluator's points."""
-    from distributed_sac import evaluation, processes
+    from distributed_sac import evaluation
     from distributed_sac.layout import RunDir
+    from distributed_sac.runtime import processes
 
     config = load_config(gin_file, bindings)
     cluster_bindings = [
@@ -110,7 +111,7 @@ def run_launcher(
     log_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log")
     started_at = time.time()
     launcher = processes.Process.module(
-        "tools.launcher", [*args, *harness.gin_args(gin_file, cluster_bindings)], log_path
+        "tools.launcher", [*args, *harness.gin_flags([gin_file], cluster_bindings)], log_path
     )
     try:
         code = launcher.wait(timeout=timeout_s)

@@ -171,7 +171,7 @@ def run(args) -> dict:
     os.makedirs(root_dir, exist_ok=True)
     bindings = [f"RunConfig.num_iterations = {args.train_steps}", *args.gin_bindings]
     cluster = harness.LauncherRun(
-        PROGRAM, root_dir, args.num_collectors, harness.gin_args(args.gin_file, bindings)
+        PROGRAM, root_dir, args.num_collectors, harness.gin_flags([args.gin_file], bindings)
     )
     print(f"{PROGRAM}: {args.num_collectors} collectors to step {args.train_steps}, {root_dir}")
     samples = []

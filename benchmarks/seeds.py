@@ -38,10 +38,10 @@ PROGRAM = "seeds"
 
 
 def run_seed(gin_file: str, bindings, seed: int, run_dir: str, timeout_s: float) -> None:
-    from distributed_sac import processes
+    from distributed_sac.runtime import processes
 
     args = ["--root_dir", run_dir, "--port", str(harness.free_port())]
-    args += harness.gin_args(gin_file, [*bindings, f"RunConfig.seed = {seed}"])
+    args += harness.gin_flags([gin_file], [*bindings, f"RunConfig.seed = {seed}"])
     launcher = processes.Process.module("tools.launcher", args, f"{run_dir}.log")
     try:
         code = launcher.wait(timeout=timeout_s)

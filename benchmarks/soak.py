@@ -35,6 +35,8 @@ import time
 import harness
 from harness import fail
 
+from distributed_sac.runtime.rates import per_second
+
 PROGRAM = "soak"
 UNREACHED_FINAL_STEP = 1_000_000_000
 STARTUP_TIMEOUT_S = 300
@@ -58,9 +60,9 @@ def nearest(samples: list[dict], t_s: float) -> dict:
 def learner_rate(samples: list[dict], begin_s: float, end_s: float) -> float | None:
     """Train steps per second between the samples nearest `begin_s` and `end_s`."""
     first, last = nearest(samples, begin_s), nearest(samples, end_s)
-    if first["train_step"] is None or last["train_step"] is None or last["t_s"] <= first["t_s"]:
+    if last["t_s"] <= first["t_s"]:
         return None
-    return (last["train_step"] - first["train_step"]) / (last["t_s"] - first["t_s"])
+    return per_second((first["t_s"], first["train_step"]), (last["t_s"], last["train_step"]))
 
 
 def flat(reference: float, end: float) -> bool:
@@ -181,7 +183,7 @@ def run(args) -> dict:
     os.makedirs(root_dir, exist_ok=True)
     bindings = [f"RunConfig.num_iterations = {UNREACHED_FINAL_STEP}", *args.gin_bindings]
     cluster = harness.LauncherRun(
-        PROGRAM, root_dir, args.num_collectors, harness.gin_args(args.gin_file, bindings)
+        PROGRAM, root_dir, args.num_collectors, harness.gin_flags([args.gin_file], bindings)
     )
     print(f"soak: {args.minutes:g} min, {args.num_collectors} collectors, {root_dir}", flush=True)
     samples = []

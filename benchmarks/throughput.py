@@ -30,14 +30,14 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 import harness
 from harness import SMOKE_GIN, fail, load_config
 
-from distributed_sac.processes import run_bounded
+from distributed_sac.runtime.processes import module_command, run_bounded
+from distributed_sac.runtime.rates import per_second
 
 PROGRAM = "throughput"
 # Alone-phases run free (no ratio limiter) and start acting with the policy early.
@@ -148,7 +148,9 @@ def _collector_rates(
             raise RuntimeError(f"collector {task} logged under 2 progress reports in the window")
         first, last = reports[0], reports[-1]
         rates.append(
-            (last["env_steps"] - first["env_steps"]) / (last["unix_time"] - first["unix_time"])
+            per_second(
+                (first["unix_time"], first["env_steps"]), (last["unix_time"], last["env_steps"])
+            )
         )
         lags += [r["policy_lag"] for r in reports[1:] if r.get("policy_lag") is not None]
     return rates, (sum(lags) / len(lags) if lags else None)
@@ -163,10 +165,8 @@ def _window(cluster: harness.BenchCluster, seconds: float) -> tuple[dict, dict, 
     """Server counters (and each role's CPU seconds, under "cpu") at both ends of a window."""
     start_wall = time.time()
     begin = {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        cluster.roles.check_alive()
-        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    # The window's length, checking every 2 s that no role exited (check_alive raises).
+    harness.poll_until(cluster.roles.check_alive, seconds, interval_s=2.0)
     return begin, {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}, start_wall
 
 
@@ -195,6 +195,7 @@ def measure_alone(
     import tensorflow as tf
 
     from distributed_sac.builder import Builder
+    from distributed_sac.tools import monitor
 
     capacity = f"RunConfig.replay_capacity = {replay_capacity}"
     cluster = harness.BenchCluster(
@@ -221,7 +222,7 @@ def measure_alone(
             "num_collectors": num_collectors,
             "env_steps_per_s_per_collector": rates,
             "env_steps_per_s": sum(rates),
-            "inserts_per_s": (end["inserts"] - begin["inserts"]) / (end["time"] - begin["time"]),
+            "inserts_per_s": monitor.rates(begin, end)["inserts_per_s"],
             "tls": bool(tls_dir),
         }
         cluster.roles.stop([f"collector-{task}" for task in range(num_collectors)], grace_s=10)
@@ -233,9 +234,7 @@ def measure_alone(
             lambda: (cluster.counters()["train_step"] or 0) >= 200, 600, "the learner to train"
         )
         begin, end, _ = _window(cluster, seconds)
-        result["learner_alone_steps_per_s"] = (end["train_step"] - begin["train_step"]) / (
-            end["time"] - begin["time"]
-        )
+        result["learner_alone_steps_per_s"] = monitor.rates(begin, end)["train_steps_per_s"]
         result["learner_alone_replay_capacity"] = replay_capacity
         result["learner_alone_peak_rss_mb"] = learner.peak_rss_mb()
         return result
@@ -253,6 +252,8 @@ def measure_cluster(
 ) -> dict:
     """Server, learner and collectors at the config's update-to-data ratio (the collectors
     through a mutual-TLS tunnel, with `tls_dir`)."""
+    from distributed_sac.tools import monitor
+
     cluster = harness.BenchCluster(gin_file, bindings, work_dir, tls_dir)
     if cluster.config.updates_per_env_step != 1:
         raise RuntimeError("the cluster is measured at RunConfig.updates_per_env_step = 1")
@@ -270,10 +271,11 @@ def measure_cluster(
         rates, lag = _collector_rates(cluster, range(num_collectors), since)
         train_steps = end["train_step"] - begin["train_step"]
         env_steps = sum(rates) * elapsed
+        server = monitor.rates(begin, end)
         collectors = [f"collector-{task}" for task in range(num_collectors)]
         return {
             "num_collectors": num_collectors,
-            "learner_steps_per_s": train_steps / elapsed,
+            "learner_steps_per_s": server["train_steps_per_s"],
             # Each role's CPU per step in the cluster: the env's cost under the learning
             # policy's actions differs from its cost under random ones (the env limit).
             "cluster_cpu_s_per_train_step": _cpu_per_step(begin, end, ["learner"], train_steps),
@@ -287,8 +289,8 @@ def measure_cluster(
             / os.cpu_count(),
             "env_steps_per_s_per_collector": rates,
             "env_steps_per_s": sum(rates),
-            "inserts_per_s": (end["inserts"] - begin["inserts"]) / elapsed,
-            "drained_per_s": (end["drained"] - begin["drained"]) / elapsed,
+            "inserts_per_s": server["inserts_per_s"],
+            "drained_per_s": server["drained_per_s"],
             "mean_policy_lag_steps": lag,
             "tls": bool(tls_dir),
             # Both ends of the tunnel (on separate hosts, each host pays its own end).
@@ -477,9 +479,7 @@ def measure(args, sweep: list[int], work: str) -> dict:
     ]
     if args.tls:
         tls_dir = os.path.join(work, "certs")
-        made = run_bounded(
-            [sys.executable, "-m", "distributed_sac.tools.tls_certs", "--dir", tls_dir], 120
-        )
+        made = run_bounded(module_command("tools.tls_certs", ["--dir", tls_dir]), 120)
         if made.returncode != 0:
             fail(PROGRAM, f"making the tunnels' certificates failed: {made.stderr.strip()}")
         figures["collectors_alone_tls"], figures["cluster_runs_tls"] = [], []

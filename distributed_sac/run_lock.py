@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from typing import Callable
 
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
+from distributed_sac.runtime.waits import poll_until
 
 
 def _holder(path: str) -> int | None:
@@ -45,12 +45,13 @@ def hold(run_dir: RunDir, say: Callable[[str], None], orphan_wait_s: float = 30.
     telling `say` so.
     """
     fd = os.open(run_dir.run_lock, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + orphan_wait_s
     waiting = False
-    while True:
+
+    def taken() -> bool:
+        nonlocal waiting
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            return True
         except BlockingIOError:
             launcher = _holder(run_dir.run_lock)
             if launcher is not None and _alive(launcher):
@@ -62,13 +63,14 @@ def hold(run_dir: RunDir, say: Callable[[str], None], orphan_wait_s: float = 30.
             if not waiting:
                 say(f"waiting up to {orphan_wait_s:.0f}s for the roles of a stopped run to exit")
                 waiting = True
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise UserError(
-                    f"--root_dir {run_dir.root} is still held by roles of a stopped run after "
-                    f"{orphan_wait_s:.0f}s (see: fuser {run_dir.run_lock})"
-                ) from None
-            time.sleep(0.5)
+            return False
+
+    if not poll_until(taken, orphan_wait_s, interval_s=0.5):
+        os.close(fd)
+        raise UserError(
+            f"--root_dir {run_dir.root} is still held by roles of a stopped run after "
+            f"{orphan_wait_s:.0f}s (see: fuser {run_dir.run_lock})"
+        )
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     os.set_inheritable(fd, True)

@@ -8,7 +8,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,16 @@ from typing import NamedTuple
 
 import pytest
 
-from distributed_sac.processes import Process, die_with_parent, stop
 from distributed_sac.reports import fields_of
+from distributed_sac.runtime.processes import (
+    Process,
+    die_with_parent,
+    free_port,
+    gin_flags,
+    module_command,
+    stop,
+)
+from distributed_sac.runtime.waits import poll_until
 from distributed_sac.tools.cluster import ROLE_MODULES
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +42,7 @@ def _interrupt(signum, _frame):
 def pytest_configure(config):
     # A SIGTERM'd pytest tears its fixtures down (stopping every process, container and network
     # namespace they made) instead of dying on the spot. Were pytest SIGKILLed, every process
-    # started here still gets SIGTERM from the kernel (distributed_sac.processes), and the
+    # started here still gets SIGTERM from the kernel (distributed_sac.runtime.processes), and the
     # container and namespace fixtures remove what a killed run left behind.
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -95,15 +102,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Processes:
-    """Starts commands through distributed_sac.processes (each dies with pytest, even a killed
-    one) and stops every one of them, with its process group, at teardown."""
+    """Starts commands through distributed_sac.runtime.processes (each dies with pytest, even a
+    killed one) and stops every one of them, with its process group, at teardown."""
 
     def __init__(self):
         self.started: list[Process] = []
@@ -118,10 +119,7 @@ class Processes:
 
     def role(self, role, args, log_path, env=None) -> Process:
         """A role (replay_server, learner, collector, evaluator) as the launcher starts it."""
-        module = ROLE_MODULES[role]
-        return self.start(
-            [sys.executable, "-m", f"distributed_sac.{module}", *args], log_path, env=env
-        )
+        return self.start(module_command(ROLE_MODULES[role], args), log_path, env=env)
 
     def stop_all(self):
         stop(self.started, grace_s=10, group=True)
@@ -138,15 +136,13 @@ def processes():
 
 def wait_for_line(path, needle, proc=None, timeout_s=120):
     """Waits until `needle` appears in the file at `path`; fails if `proc` exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                if needle in f.read():
-                    return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.2)
+
+    def seen() -> bool:
+        return os.path.exists(path) and needle in read(path)
+
+    if poll_until(lambda: seen() or (proc is not None and proc.poll() is not None), timeout_s):
+        if seen():
+            return
     with open(path, errors="replace") as f:
         tail = f.read()[-3000:]
     raise AssertionError(f"{needle!r} not seen in {path}; tail:\n{tail}")
@@ -166,10 +162,9 @@ def start_server(processes, tmp_path, gin_file=SMOKE_GIN, bindings=()):
     """A live replay server on a free port; returns (address, process, log path)."""
     port = free_port()
     log = tmp_path / f"replay_server_{port}.log"
-    args = ["--gin_file", gin_file, "--port", str(port)]
-    for binding in bindings:
-        args += ["--gin_bindings", binding]
-    proc = processes.role("replay_server", args, log)
+    proc = processes.role(
+        "replay_server", [*gin_flags([gin_file], bindings), "--port", str(port)], log
+    )
     wait_for_line(log, "replay_server_ready", proc)
     return f"localhost:{port}", proc, log
 
@@ -204,7 +199,7 @@ def reports(log_path, event) -> list[dict]:
 
 
 # The launcher as local.sh runs it, without local.sh's venv check: in this Python.
-LAUNCHER_MODULE = (sys.executable, "-m", "distributed_sac.tools.launcher")
+LAUNCHER_MODULE = tuple(module_command("tools.launcher"))
 
 
 def launch(processes, root_dir, *extra, out=None, command=(LOCAL_SH,)):
@@ -230,9 +225,8 @@ def no_leftovers(tmp_path, processes):
     """After the test, once its processes are stopped, no process of the run may remain."""
     yield
     processes.stop_all()
-    deadline = time.monotonic() + 10  # roles stopped by their parent's death exit on their own
-    while run_processes_of(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Roles stopped by their parent's death exit on their own.
+    poll_until(lambda: not run_processes_of(tmp_path), 10)
     leftovers = run_processes_of(tmp_path)
     explained = stacks_and_logs(leftovers) if leftovers else ""
     for line in leftovers:
@@ -278,7 +272,7 @@ def run_tool(module, args, timeout_s=300, prefix=()):
     """Runs `python -m distributed_sac.<module> args` to completion (bounded, and dying with
     pytest); the result, with stdout and stderr apart."""
     return subprocess.run(
-        [*prefix, sys.executable, "-m", f"distributed_sac.{module}", *args],
+        [*prefix, *module_command(module, args)],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -334,23 +328,27 @@ RUN_TIMEOUT_S = 420
 
 
 def bindings(*lines: str) -> list[str]:
-    args = []
-    for line in lines:
-        args += ["--gin_bindings", line]
-    return args
+    return gin_flags((), lines)
 
 
-def wait_until(condition, what: str, launcher, timeout_s: float = 240):
-    """Polls `condition` until it returns something truthy; fails if the launcher exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def wait_until(condition, what: str, process, timeout_s: float = 240, log=None):
+    """Polls `condition` until it returns something truthy, and returns that; fails if `process`
+    (the launcher, a role) exits first or after `timeout_s`, saying `what` it waited for, with
+    the tail of the file `log` when given."""
+
+    def failure(message: str) -> AssertionError:
+        return AssertionError(message + (f"; {log}:\n{read(log)[-3000:]}" if log else ""))
+
+    def holds():
         value = condition()
-        if value:
-            return value
-        if launcher.poll() is not None:
-            raise AssertionError(f"launcher exited ({launcher.returncode}) before {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        if not value and process.poll() is not None:
+            raise failure(f"{process.name} exited ({process.returncode}) before {what}")
+        return value
+
+    value = poll_until(holds, timeout_s)
+    if not value:
+        raise failure(f"timed out after {timeout_s}s waiting for {what}")
+    return value
 
 
 def pid_of(root, role: str) -> int:
@@ -392,12 +390,8 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
     ]
     learner = processes.role("learner", [*common, "--root_dir", run.root], tmp_path / "learner.log")
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
-    deadline = time.monotonic() + 240
-    while not reports(tmp_path / "learner.log", "learner_progress"):
-        assert learner.poll() is None and time.monotonic() < deadline, read(
-            tmp_path / "learner.log"
-        )[-3000:]
-        time.sleep(0.2)
+    log = tmp_path / "learner.log"
+    wait_until(lambda: reports(log, "learner_progress"), "training", learner, log=log)
     return server, learner, collector, run
 
 

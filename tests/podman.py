@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from distributed_sac.processes import REPO_ROOT, Process, alive, run_bounded, stop
+from distributed_sac.runtime.processes import REPO_ROOT, Process, alive, run_bounded, stop
+from distributed_sac.runtime.waits import poll_until
 
 BUILD_IMAGE = os.path.join(REPO_ROOT, "docker", "build_local.sh")
 COMPOSE_FILE = os.path.join(REPO_ROOT, "docker", "compose.yaml")
@@ -101,15 +102,13 @@ def last_output_line(env, name: str, wait_s: float = 20.0) -> str:
     holds that line (beside two CPU hogs, 7 of 10 runs of the test read it empty; at a load
     average of 15, 5 s of reading again were not enough once), so an empty log is read again
     for up to `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    while True:
+
+    def output_lines() -> list[str]:
         result = run_bounded(["podman", "logs", "--tail", "5", name], timeout_s=60, env=env)
-        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-        if time.monotonic() > deadline:
-            return "(no output)"
-        time.sleep(0.2)
+        return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+    lines = poll_until(output_lines, wait_s)
+    return lines[-1] if lines else "(no output)"
 
 
 def compose_up(env, project, log_path, timeout_s=600, file=COMPOSE_FILE) -> None:
@@ -118,15 +117,16 @@ def compose_up(env, project, log_path, timeout_s=600, file=COMPOSE_FILE) -> None
     such one fails the test within seconds, naming the service and quoting podman's error (or
     the container's last line)."""
     up = Process([PODMAN_COMPOSE, "-p", project, "-f", file, "up", "-d"], str(log_path), env=env)
-    deadline = time.monotonic() + timeout_s
+
+    def ended() -> bool:
+        if up.poll() is not None:
+            return True
+        fail_on_start_failures(env, project, up.output())
+        return False
+
     try:
-        while up.poll() is None:
-            fail_on_start_failures(env, project, up.output())
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"podman-compose up did not end in {timeout_s}s:\n{up.output()[-3000:]}"
-                )
-            time.sleep(1)
+        if not poll_until(ended, timeout_s, interval_s=1):
+            pytest.fail(f"podman-compose up did not end in {timeout_s}s:\n{up.output()[-3000:]}")
     finally:
         stop([up], grace_s=5, group=True)
     # A dependency that exited before podman-compose looked at it does not hold `up`: it ended 0

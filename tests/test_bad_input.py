@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -28,15 +27,7 @@ TEST_SH = os.path.join(REPO_ROOT, "launch", "test.sh")
 
 
 def run_role(role, args, timeout_s=120, prefix=()):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", f"distributed_sac.{ROLE_MODULES[role]}", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env=env,
-        cwd=REPO_ROOT,
-    )
+    return run_tool(ROLE_MODULES[role], args, timeout_s, prefix)
 
 
 def run_local_sh(args, timeout_s=120, env=None, prefix=()):

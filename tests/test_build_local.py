@@ -11,7 +11,7 @@ import shutil
 import stat
 import tempfile
 
-from distributed_sac.processes import run_bounded
+from distributed_sac.runtime.processes import run_bounded
 from tests.conftest import REPO_ROOT, one_error_line
 from tests.podman import needs_root
 

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from distributed_sac.processes import alive, run_bounded
 from distributed_sac.reports import parse_reports
+from distributed_sac.runtime.processes import alive, run_bounded
+from distributed_sac.runtime.waits import poll_until
 from tests.conftest import REPO_ROOT, SMOKE_GIN, run_tool
 from tests.podman import (
     COMPOSE_LABEL,
@@ -67,6 +68,12 @@ def logs(env, name: str) -> str:
     return result.stdout + result.stderr
 
 
+def none_running(env, project, names) -> bool:
+    """True once none of the containers `names` of `project` is running."""
+    found = containers(env, project)
+    return all(found[name][0] != "running" for name in names)
+
+
 def service_logs(env, project) -> str:
     return "".join(f"--- {name}\n{logs(env, name)[-2500:]}" for name in containers(env, project))
 
@@ -85,14 +92,10 @@ def test_compose_smoke_job_reaches_its_final_step_and_down_leaves_nothing(podman
         evaluator = next(name for name in names if "_evaluator_" in name)
 
         # The learner, the collectors and the evaluator end by themselves at the final step.
-        deadline = time.monotonic() + 600
-        while True:
-            found = containers(env, PROJECT)
-            done = [found[name] for name in (learner, evaluator, *collectors)]
-            if all(state != "running" for state, _ in done):
-                break
-            assert time.monotonic() < deadline, (found, service_logs(env, PROJECT))
-            time.sleep(2)
+        ended = poll_until(
+            lambda: none_running(env, PROJECT, [learner, evaluator, *collectors]), 600, 2
+        )
+        assert ended, (containers(env, PROJECT), service_logs(env, PROJECT))
         finished_s = time.monotonic() - started
         found = containers(env, PROJECT)
         assert all(found[name] == ("exited", 0) for name in (learner, evaluator, *collectors)), (
@@ -261,13 +264,8 @@ def test_compose_tls_job_trains_through_its_tunnels_and_refuses_a_client_without
         assert got["TCP to the server's address"] != "connected", got
         assert got["TCP to the TLS port"] == "connected", got  # the intruder reaches the tunnel
 
-        deadline = time.monotonic() + 600
-        while True:
-            found = containers(env, project)
-            if all(found[name][0] != "running" for name in roles):
-                break
-            assert time.monotonic() < deadline, (found, service_logs(env, project))
-            time.sleep(2)
+        ended = poll_until(lambda: none_running(env, project, roles), 600, 2)
+        assert ended, (containers(env, project), service_logs(env, project))
         finished_s = time.monotonic() - started
         found = containers(env, project)
         assert all(found[name] == ("exited", 0) for name in roles), (

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from distributed_sac.layout import RunDir
-from distributed_sac.processes import children, peak_rss_mb, run_bounded
+from distributed_sac.runtime.processes import children, peak_rss_mb, run_bounded
 from tests.conftest import SMOKE_GIN, read, reports, start_server, wait_for_line
 from tests.podman import IMAGE, needs_root, podman
 from tests.test_k8s import parse_quantity, pod_specs, render

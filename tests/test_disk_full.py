@@ -20,7 +20,7 @@ import reverb
 
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import server_checkpoints, tables
-from tests.conftest import last_line, read, reports, start_by_hand, wait_for_line
+from tests.conftest import last_line, read, reports, start_by_hand, wait_for_line, wait_until
 from tests.test_server_checkpoints import MINITAUR_PAIR_WIDTH, insert_pairs, pair_numbers, start
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -69,14 +69,6 @@ def learner_error(learner, log) -> str:
     return line
 
 
-def wait_until_true(condition, what: str, process, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert process.poll() is None, f"{process.args[2:3]} exited before {what}"
-        assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s"
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one(processes, tmp_path, small_disk):
     _, learner, _, run = start_by_hand(
@@ -87,7 +79,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(processes, tmp_path, s
         root=small_disk / "run",
     )
     log = tmp_path / "learner.log"
-    wait_until_true(lambda: reports(log, "learner_checkpoint"), "checkpoint", learner)
+    wait_until(lambda: reports(log, "learner_checkpoint"), "checkpoint", learner, 120)
     fill(small_disk)
     line = learner_error(learner, log)
     saved = reports(log, "learner_checkpoint")[-1]["path"]  # the last one written in full
@@ -102,7 +94,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(processes, tmp_path, s
     os.remove(small_disk / "filler")
     resumed_log = tmp_path / "learner_resumed.log"
     resumed = processes.role("learner", learner.args[3:], resumed_log)
-    wait_until_true(lambda: reports(resumed_log, "learner_start"), "learner_start", resumed)
+    wait_until(lambda: reports(resumed_log, "learner_start"), "learner_start", resumed, 120)
     (start,) = reports(resumed_log, "learner_start")
     assert start["restored_from"] == saved
     assert start["train_step"] == int(saved.rsplit("-", 1)[1])
@@ -118,7 +110,7 @@ def test_policy_export_on_a_full_disk_keeps_the_previous_policy(processes, tmp_p
         root=small_disk / "run",
     )
     log = tmp_path / "learner.log"
-    wait_until_true(lambda: os.path.exists(run.collect_policy), "policy export", learner)
+    wait_until(lambda: os.path.exists(run.collect_policy), "policy export", learner, 120)
     fill(small_disk)
     line = learner_error(learner, log)
     assert line.startswith("learner: error: no space left on device writing "), line
@@ -184,7 +176,7 @@ def test_a_periodic_replay_checkpoint_on_a_full_disk_is_one_line_and_the_server_
     )
     wait_for_line(log, "replay_server_ready", server)
     insert_pairs(address, 0, 30)
-    wait_until_true(lambda: reports(log, "replay_checkpoint"), "replay checkpoint", server, 60)
+    wait_until(lambda: reports(log, "replay_checkpoint"), "replay checkpoint", server, 60)
     run = RunDir(str(root))
     (complete,) = server_checkpoints.complete_checkpoints(run.reverb)
     failed = lambda: reports(log, "replay_checkpoint_failed")  # noqa: E731
@@ -195,7 +187,7 @@ def test_a_periodic_replay_checkpoint_on_a_full_disk_is_one_line_and_the_server_
     began = time.monotonic()
     insert_random_pairs(address, more)
     print(f"{more} pairs inserted in {time.monotonic() - began:.1f} s")
-    wait_until_true(failed, "a failed checkpoint", server, 60)
+    wait_until(failed, "a failed checkpoint", server, 60)
     (first,) = failed()[:1]
     print(first)
     assert first["failures"] == 1
@@ -206,7 +198,7 @@ def test_a_periodic_replay_checkpoint_on_a_full_disk_is_one_line_and_the_server_
     # The disk full: the next one is not attempted (Reverb would write it empty).
     os.remove(filler)
     filler = fill(small_disk)
-    wait_until_true(lambda: len(failed()) >= 2, "a second failed checkpoint", server, 60)
+    wait_until(lambda: len(failed()) >= 2, "a second failed checkpoint", server, 60)
     second = failed()[1]
     print(second)
     assert second["failures"] == 2
@@ -220,9 +212,7 @@ def test_a_periodic_replay_checkpoint_on_a_full_disk_is_one_line_and_the_server_
     assert pair_numbers(address, 1)
     os.remove(filler)
     written = len(reports(log, "replay_checkpoint"))
-    wait_until_true(
-        lambda: len(reports(log, "replay_checkpoint")) > written, "checkpoint", server, 60
-    )
+    wait_until(lambda: len(reports(log, "replay_checkpoint")) > written, "checkpoint", server, 60)
     newest = reports(log, "replay_checkpoint")[-1]
     assert newest["table_sizes"][tables.EXPERIENCE_TABLE] == 30 + more + 1
     assert server_checkpoints.complete_checkpoints(run.reverb) == [newest["path"]]

@@ -24,6 +24,7 @@ from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
 from distributed_sac.replay.weights import WeightClient
+from distributed_sac.runtime.waits import poll_until
 from tests.conftest import (
     RUN_TIMEOUT_S,
     SMOKE_GIN,
@@ -267,8 +268,7 @@ def test_sigterm_waits_for_the_servers_slow_last_checkpoint_and_a_relaunch_conti
     assert launcher.wait(timeout=60) == 128 + signal.SIGTERM, read(out)[-3000:]
     stop_s = time.monotonic() - stopped_at
     assert "stopping every role" in read(out)
-    while run_processes_of(tmp_path) and time.monotonic() < stopped_at + stop_s + 10:
-        time.sleep(0.1)
+    poll_until(lambda: not run_processes_of(tmp_path), 10, 0.1)
     assert run_processes_of(tmp_path) == []
     print(
         f"SIGTERM to the launcher's exit {stop_s:.1f}s (the server's last checkpoint delayed "
@@ -456,9 +456,7 @@ def test_sighup_stops_the_run_in_order(processes, tmp_path, no_leftovers):
         read(out)
     )
     assert reports(run.log("replay_server"), "replay_checkpoint")
-    deadline = time.monotonic() + 10
-    while run_processes_of(root) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll_until(lambda: not run_processes_of(root), 10, 0.1)
     assert run_processes_of(root) == []
 
 
@@ -476,8 +474,7 @@ def test_second_ctrl_c_kills_every_role_at_once(processes, tmp_path, no_leftover
     launcher.send_signal(signal.SIGINT)
     second = time.monotonic()
     assert launcher.wait(timeout=30) == 128 + signal.SIGINT
-    while run_processes_of(root) and time.monotonic() < second + 5:
-        time.sleep(0.1)
+    poll_until(lambda: not run_processes_of(root), second + 5 - time.monotonic(), 0.1)
     took = time.monotonic() - second
     print(f"nothing of the run left {took:.1f}s after the second Ctrl-C")
     assert run_processes_of(root) == [] and took < 5

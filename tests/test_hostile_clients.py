@@ -18,6 +18,7 @@ from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
+from distributed_sac.runtime.waits import poll_until
 from distributed_sac.transitions import PAIR_COLUMN, PairNumbering
 from tests.conftest import (
     SMOKE_GIN,
@@ -124,10 +125,8 @@ def test_a_run_with_a_hostile_client_finishes(processes, tmp_path):
         "learner", [*common, "--root_dir", str(tmp_path / "run")], tmp_path / "learner.log"
     )
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
-    deadline = time.monotonic() + 240
-    while not reports(tmp_path / "learner.log", "learner_progress"):
-        assert learner.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    log = tmp_path / "learner.log"
+    wait_until(lambda: reports(log, "learner_progress"), "training", learner, 240, log=log)
     for _ in range(3):
         insert_unchecked(address, [tables.VARIABLES_TABLE], "policy_variables", np.ones(3))
         time.sleep(1)
@@ -175,13 +174,15 @@ def insert_checked(port: int, pairs, timeout_s: float = 60) -> None:
             writer.append({PAIR_COLUMN: pair})
             for table in tables.EXPERIENCE_TABLES:
                 writer.create_item(table, 1.0, {PAIR_COLUMN: writer.history[PAIR_COLUMN][-1]})
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def flushed() -> bool:
             try:
                 writer.flush(timeout_ms=1000)
-                return
+                return True
             except reverb.errors.DeadlineExceededError:
-                assert time.monotonic() < deadline, "the feed stayed full"
+                return False
+
+        assert poll_until(flushed, timeout_s, interval_s=0), "the feed stayed full"
 
 
 @pytest.mark.slow
@@ -271,21 +272,19 @@ def test_a_forged_pair_number_does_not_stall_the_run(processes, tmp_path):
     learner_log = tmp_path / "learner.log"
     learner = processes.role("learner", [*common, "--root_dir", str(tmp_path / "run")], learner_log)
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
-    deadline = time.monotonic() + 240
-    while not reports(learner_log, "learner_progress"):
-        assert learner.poll() is None and time.monotonic() < deadline, read(learner_log)[-3000:]
-        time.sleep(0.2)
+    wait_until(
+        lambda: reports(learner_log, "learner_progress"), "training", learner, 240, log=learner_log
+    )
     forged = forged_pair(address, NUMBER_LIMIT - 2)
     insert_unchecked(address, tables.EXPERIENCE_TABLES, PAIR_COLUMN, forged)
     forged_at = reports(learner_log, "learner_progress")[-1]["train_step"]
-    deadline = time.monotonic() + 300
-    while not reports(learner_log, "learner_done"):
-        progress = reports(learner_log, "learner_progress")[-1]
-        assert learner.poll() is None and time.monotonic() < deadline, (
-            f"the learner stalled at train step {progress['train_step']} of 600 (forged at "
-            f"{forged_at}): {progress}"
-        )
-        time.sleep(0.5)
+    wait_until(
+        lambda: reports(learner_log, "learner_done"),
+        f"train step 600 (forged at {forged_at})",
+        learner,
+        300,
+        log=learner_log,
+    )
     assert learner.wait(timeout=120) == 0, read(learner_log)[-3000:]
     assert collector.wait(timeout=120) == 0, read(tmp_path / "collector.log")[-3000:]
     assert [r["train_step"] for r in reports(learner_log, "learner_done")] == [600]

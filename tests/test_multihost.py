@@ -14,7 +14,7 @@ import time
 import pytest
 
 from distributed_sac.layout import RunDir
-from distributed_sac.processes import alive, run_bounded
+from distributed_sac.runtime.processes import alive, module_command, run_bounded
 from distributed_sac.tools.cluster import ROLE_MODULES
 from tests.conftest import SMOKE_GIN, free_port, read, reports, run_tool, wait_for_line
 
@@ -117,8 +117,8 @@ def test_roles_on_separate_hosts_complete_a_run(processes, tmp_path, hosts):
     root = tmp_path / "run"
 
     def role(name, module, *args):
-        command = ["ip", "netns", "exec", namespaces[name], sys.executable, "-m"]
-        command += [f"distributed_sac.{ROLE_MODULES[module]}", "--gin_file", SMOKE_GIN, *args]
+        command = ["ip", "netns", "exec", namespaces[name]]
+        command += module_command(ROLE_MODULES[module], ["--gin_file", SMOKE_GIN, *args])
         return processes.start(command, tmp_path / f"{name}.log")
 
     server = role("server", "replay_server", "--port", str(port), "--root_dir", str(root))
@@ -222,8 +222,8 @@ def test_a_collector_on_another_host_trains_through_the_mutual_tls_tunnel_only(
     firewall_plain_port(namespaces["server"], plain_port)
 
     def in_namespace(name, module, args, log):
-        command = ["ip", "netns", "exec", namespaces[name], sys.executable, "-m"]
-        return processes.start([*command, f"distributed_sac.{module}", *args], tmp_path / log)
+        command = ["ip", "netns", "exec", namespaces[name], *module_command(module, args)]
+        return processes.start(command, tmp_path / log)
 
     def tunnel(host, side, accept, connect, ca_dir, name):
         args = ["--side", side, "--accept", accept, "--connect", connect]

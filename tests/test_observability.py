@@ -9,14 +9,13 @@ import pty
 import re
 import select
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from distributed_sac import evaluation
 from distributed_sac.layout import RunDir
+from distributed_sac.runtime.processes import module_command
 from distributed_sac.tools.console import Console
 from tests.conftest import (
     LOCAL_SH,
@@ -27,33 +26,19 @@ from tests.conftest import (
     read,
     reports,
     run_processes_of,
+    run_tool,
+    wait_until,
 )
 
 
 def status(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "distributed_sac.tools.status", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
+    return run_tool("tools.status", args, timeout)
 
 
 def number(pattern: str, text: str) -> float:
     match = re.search(pattern, text)
     assert match, f"{pattern!r} not in:\n{text}"
     return float(match.group(1).replace(",", ""))
-
-
-def wait_for(condition, what: str, process, timeout_s: float = 240):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        assert process.poll() is None, f"process exited before {what}"
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def tags_under(directory) -> set[str]:
@@ -90,15 +75,15 @@ def test_a_live_cluster_status_every_field_a_second_launcher_refused_summaries_w
         ],
         tmp_path / "launcher.out",
     )
-    wait_for(lambda: os.path.exists(run.metrics), "an evaluation", launcher)
-    wait_for(
+    wait_until(lambda: os.path.exists(run.metrics), "an evaluation", launcher)
+    wait_until(
         lambda: any(
             r["train_step"] >= 300 for r in reports(run.log("learner"), "learner_progress")
         ),
         "train_step 300",
         launcher,
     )
-    wait_for(
+    wait_until(
         lambda: reports(run.log("collector-0"), "collector_progress"),
         "collector progress",
         launcher,
@@ -157,7 +142,7 @@ def test_a_live_cluster_status_every_field_a_second_launcher_refused_summaries_w
     assert launcher.poll() is None
     assert len([p for p in run_processes_of(root) if "distributed_sac.roles." in p]) == 4
     assert "replay server ready" not in read(second_out)
-    wait_for(
+    wait_until(
         lambda: os.path.getsize(run.log("learner")) > logs_before["learner"],
         "the live run's learner to write on",
         launcher,
@@ -166,19 +151,12 @@ def test_a_live_cluster_status_every_field_a_second_launcher_refused_summaries_w
     # --watch redraws until interrupted.
     watch_out = tmp_path / "watch.out"
     watch = processes.start(
-        [
-            sys.executable,
-            "-m",
-            "distributed_sac.tools.status",
-            "--replay_server_address",
-            address,
-            "--watch",
-            "--interval_s",
-            "1",
-        ],
+        module_command(
+            "tools.status", ["--replay_server_address", address, "--watch", "--interval_s", "1"]
+        ),
         watch_out,
     )
-    wait_for(lambda: read(watch_out).count("replay server localhost") >= 3, "3 screens", watch)
+    wait_until(lambda: read(watch_out).count("replay server localhost") >= 3, "3 screens", watch)
     watch.send_signal(signal.SIGINT)
     assert watch.wait(timeout=30) == 0, read(watch_out)
 

@@ -23,6 +23,7 @@ from tests.conftest import (
     read,
     reports,
     wait_for_line,
+    wait_until,
 )
 
 # The learner's replay holds every pair of these runs, so it tells which pairs it got.
@@ -85,29 +86,37 @@ def test_a_restored_server_never_hands_the_learner_a_pair_twice(processes, tmp_p
     learner_log = tmp_path / "learner.log"
     learner = processes.role("learner", [*common, "--root_dir", run.root], learner_log)
     collector = processes.role("collector", [*common, "--task", "0"], tmp_path / "collector.log")
-    deadline = time.monotonic() + 300
-    while not any(r["train_step"] >= 300 for r in reports(learner_log, "learner_progress")):
-        assert learner.poll() is None and time.monotonic() < deadline, read(learner_log)[-3000:]
-        time.sleep(0.2)
+    deadline = time.monotonic() + 300  # for the three waits below together
+    wait_until(
+        lambda: any(r["train_step"] >= 300 for r in reports(learner_log, "learner_progress")),
+        "train step 300",
+        learner,
+        deadline - time.monotonic(),
+        log=learner_log,
+    )
     saved = len(reports(server_log, "replay_checkpoint"))
-    while len(reports(server_log, "replay_checkpoint")) == saved:
-        assert time.monotonic() < deadline, read(server_log)[-3000:]
-        time.sleep(0.05)
+    wait_until(
+        lambda: len(reports(server_log, "replay_checkpoint")) > saved,
+        "a replay checkpoint",
+        server,
+        deadline - time.monotonic(),
+        log=server_log,
+    )
     checkpointed = reports(server_log, "replay_checkpoint")[-1]
+
     # Two progress reports (50 train steps each, two chunks of 25) after the checkpoint: the
     # learner has drained pairs since, the oldest first, so pairs the checkpoint's feed holds.
-    while (
-        len(
-            [
-                r
-                for r in reports(learner_log, "learner_progress")
-                if r["unix_time"] > checkpointed["unix_time"]
-            ]
-        )
-        < 2
-    ):
-        assert time.monotonic() < deadline, read(learner_log)[-3000:]
-        time.sleep(0.05)
+    def progress_since_checkpoint() -> bool:
+        progress = reports(learner_log, "learner_progress")
+        return len([r for r in progress if r["unix_time"] > checkpointed["unix_time"]]) >= 2
+
+    wait_until(
+        progress_since_checkpoint,
+        "two progress reports",
+        learner,
+        deadline - time.monotonic(),
+        log=learner_log,
+    )
     server.send_signal(signal.SIGKILL)
     assert len(reports(server_log, "replay_checkpoint")) == saved + 1  # none since
     server.wait(timeout=30)
@@ -146,12 +155,15 @@ def wait_for_new_progress(log, learner, steps: int, timeout_s: float = 300) -> i
     progress = reports(log, "learner_progress")
     start = progress[-1]["train_step"] if progress else 0
     seen = len(progress)
-    deadline = time.monotonic() + timeout_s
-    while not any(
-        r["train_step"] >= start + steps for r in reports(log, "learner_progress")[seen:]
-    ):
-        assert learner.poll() is None and time.monotonic() < deadline, read(log)[-3000:]
-        time.sleep(0.2)
+    wait_until(
+        lambda: any(
+            r["train_step"] >= start + steps for r in reports(log, "learner_progress")[seen:]
+        ),
+        f"train step {start + steps}",
+        learner,
+        timeout_s,
+        log=log,
+    )
     return start
 
 
@@ -263,15 +275,12 @@ def start_run(processes, run: RunDir, port: int, extra_bindings=()):
 
 
 def wait_for_step(run: RunDir, learner, train_step: int, timeout_s: float = 300) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def reached() -> int | None:
         steps = [r["train_step"] for r in reports(run.log("learner"), "learner_progress")]
-        if steps and steps[-1] >= train_step:
-            return steps[-1]
-        assert learner.poll() is None and time.monotonic() < deadline, read(run.log("learner"))[
-            -3000:
-        ]
-        time.sleep(0.2)
+        return steps[-1] if steps and steps[-1] >= train_step else None
+
+    log = run.log("learner")
+    return wait_until(reached, f"train step {train_step}", learner, timeout_s, log=log)
 
 
 @pytest.mark.slow

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import pytest
 
-from distributed_sac.processes import alive
-from tests.conftest import Processes, read
+from distributed_sac.runtime.processes import alive
+from distributed_sac.runtime.waits import poll_until
+from tests.conftest import Processes, wait_until
 
 INNER_TEST = """
 import time
@@ -37,18 +37,18 @@ def test_a_killed_pytest_leaves_no_process(tmp_path, signum):
             [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", str(inner)],
             tmp_path / "inner.out",
         )
-        deadline = time.monotonic() + 180
-        while not pid_file.exists() or not pid_file.read_text():
-            assert pytest_run.poll() is None, read(tmp_path / "inner.out")[-3000:]
-            assert time.monotonic() < deadline, "the inner test never started its server"
-            time.sleep(0.2)
+        wait_until(
+            lambda: pid_file.exists() and pid_file.read_text(),
+            "the inner test to start its server",
+            pytest_run,
+            180,
+            log=tmp_path / "inner.out",
+        )
         server_pid = int(pid_file.read_text())
         assert alive(server_pid)
         pytest_run.send_signal(signum)
         pytest_run.wait(timeout=60)
-        deadline = time.monotonic() + 15
-        while alive(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        poll_until(lambda: not alive(server_pid), 15)
         assert not alive(server_pid), f"replay server outlived a {signum.name}'d pytest"
     finally:
         runner.stop_all()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from distributed_sac.processes import describe_exit
 from distributed_sac.reports import ReportTail, failure_line, parse_reports
+from distributed_sac.runtime.processes import describe_exit
 
 TRACEBACK = """I1125 10:00:00.000 learner.py:10] learner_start {"train_step": 0}
 Traceback (most recent call last):

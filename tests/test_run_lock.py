@@ -10,6 +10,7 @@ import time
 import pytest
 
 from distributed_sac.layout import RunDir
+from distributed_sac.runtime.waits import poll_until
 from tests.conftest import (
     bindings,
     finish,
@@ -44,8 +45,7 @@ def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_pat
     def others():
         return [p for p in run_processes_of(root) if int(p.split()[0]) != learner]
 
-    while others() and time.monotonic() < gone + 20:
-        time.sleep(0.2)
+    poll_until(lambda: not others(), 20)
     left = others()
     print(f"roles left {time.monotonic() - gone:.1f}s after the launcher's SIGKILL: {left}")
     assert left == [], stacks_and_logs(left)  # server, collector, evaluator: gone with it
@@ -63,9 +63,7 @@ def test_relaunch_waits_for_an_orphaned_role_and_then_resumes(processes, tmp_pat
     )
     assert len(reports(run.log("learner"), "learner_start")) == 1  # nothing was relaunched
 
-    deadline = time.monotonic() + 60
-    while run_processes_of(root) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    poll_until(lambda: not run_processes_of(root), 60)
     assert run_processes_of(root) == []
     (saved,) = reports(run.log("learner"), "learner_stopped")  # its checkpoint on the way out
     relaunch, relaunch_out = launch(

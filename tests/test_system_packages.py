@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from distributed_sac.processes import run_bounded
+from distributed_sac.runtime.processes import run_bounded
 from tests.conftest import REPO_ROOT
 
 COMMON_SH = os.path.join(REPO_ROOT, "launch", "common.sh")

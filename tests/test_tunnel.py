@@ -9,10 +9,10 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 
 import reverb
 
+from distributed_sac.runtime.processes import module_command
 from tests.conftest import free_port, one_error_line, read, run_tool, start_server, wait_for_line
 
 
@@ -120,7 +120,7 @@ def test_only_clients_of_the_runs_ca_reach_the_server_and_only_the_real_server(p
         args += ["--ca_file", str(ca / "ca.pem"), "--cert_file", str(directory / f"{name}.pem")]
         args += ["--key_file", str(directory / f"{name}.key")]
         log = tmp_path / f"tunnel-{side}-{name}-{os.path.basename(directory)}.log"
-        proc = processes.start([sys.executable, "-m", "distributed_sac.tools.tunnel", *args], log)
+        proc = processes.start(module_command("tools.tunnel", args), log)
         wait_for_line(log, "Configuration successful", proc, timeout_s=60)
         return accept, log
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import time
 from typing import NamedTuple
 
 from absl import flags
@@ -18,6 +17,7 @@ from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
 from distributed_sac.reports import report
+from distributed_sac.runtime.rates import WindowedRate
 from distributed_sac.transitions import PairNumbering
 
 flags.DEFINE_string(
@@ -84,15 +84,14 @@ class ProgressReport:
         self._collector = collector
         self._interval = interval
         self._summaries = summaries
-        self._window_start, self._window_steps = time.monotonic(), 0
+        self._rate = WindowedRate()  # since the previous report
+        self._rate.mark(0)
 
     def __call__(self, _transition) -> None:
         env_steps = self._collector.actor.env_steps + 1
         if env_steps % self._interval:
             return
-        now = time.monotonic()
-        rate = (env_steps - self._window_steps) / max(now - self._window_start, 1e-9)
-        self._window_start, self._window_steps = now, env_steps
+        rate = self._rate.mark(env_steps)
         policy = self._collector.policy_version
         lag = policy.take_mean_lag()
         report(

@@ -16,9 +16,9 @@ from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError
 from distributed_sac.learner_step import LearnerStep
 from distributed_sac.replay import tables
-from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.replay.connection import Reconnecting, abandon_calls
 from distributed_sac.reports import report
-from distributed_sac.stopping import StopRequest
+from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
 flags.DEFINE_integer(
@@ -118,7 +118,8 @@ def main() -> None:
     # being saved, and a stop during the start (seconds of TensorFlow and pybullet) ends it at once.
     stop = StopRequest(
         "once a best policy being saved and its metrics.jsonl line are written (an evaluation "
-        "being played is dropped)"
+        "being played is dropped)",
+        on_request=abandon_calls,
     )
     report("evaluator_start", nice=os.nice(0))
     if best.best is not None:

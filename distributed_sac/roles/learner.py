@@ -21,9 +21,10 @@ from distributed_sac.errors import CallAbandoned, ServerUnreachable, UserError
 from distributed_sac.faults import FaultInjection
 from distributed_sac.learner_step import write_reached
 from distributed_sac.replay import tables
-from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.replay.connection import Reconnecting, abandon_calls
 from distributed_sac.reports import report
-from distributed_sac.stopping import StopRequest
+from distributed_sac.runtime.rates import WindowedRate
+from distributed_sac.runtime.stopping import StopRequest
 from distributed_sac.strategy import STRATEGIES, make_strategy
 from distributed_sac.triggers import IntervalTrigger
 
@@ -74,13 +75,13 @@ class ProgressLog:
 
     def __init__(self, summary_writer, train_step: int, replay):
         self._summary_writer, self._replay = summary_writer, replay
-        self._window_start, self._window_step = time.monotonic(), train_step
+        self._rate = WindowedRate()  # since the previous report
+        self._rate.mark(train_step)
 
     def __call__(self, train_step: int, loss: float) -> None:
         import tensorflow as tf
 
-        now = time.monotonic()
-        rate = (train_step - self._window_step) / max(now - self._window_start, 1e-9)
+        rate = self._rate.mark(train_step)
         report(
             "learner_progress",
             train_step=train_step,
@@ -90,7 +91,6 @@ class ProgressLog:
         )
         with self._summary_writer.as_default(step=train_step):
             tf.summary.scalar("Throughput/TrainStepsPerSecond", rate)
-        self._window_start, self._window_step = now, train_step
 
 
 class Training:
@@ -262,7 +262,7 @@ def main() -> None:
     tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.mirrored_cpu_devices)
     run_dir = cli.run_dir("learner")
-    stop = StopRequest("after this chunk of train steps")
+    stop = StopRequest("after this chunk of train steps", on_request=abandon_calls)
     builder = Builder(config)
     address = FLAGS.replay_server_address
     builder.connect(address, (tables.FEED_TABLE,))  # a wrong server fails before any TF work

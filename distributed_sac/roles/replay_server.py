@@ -26,6 +26,7 @@ from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import server_checkpoints, tables
 from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.reports import report
+from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")
 flags.DEFINE_integer("status_interval_s", 30, "Seconds between table-size log lines.")
@@ -213,17 +214,12 @@ def main() -> None:
     calls = _SelfCalls(
         client, FLAGS.checkpoint_timeout_s, run_dir.reverb if run_dir is not None else ""
     )
-    stop_signals: list[int] = []
-
-    def request_stop(signum, _frame):
-        stop_signals.append(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, request_stop)
+    # No abandon_calls here: the final checkpoint, a bounded call to itself, must not be dropped.
+    stop = StopRequest()
     last_checkpoint = last_status = time.monotonic()
     interval = config.replay_checkpoint_interval_s
     final_written = False
-    while not stop_signals:
+    while not stop.requested:
         time.sleep(0.2)
         now = time.monotonic()
         if run_dir is not None and interval > 0 and now - last_checkpoint >= interval:
@@ -232,11 +228,11 @@ def main() -> None:
             # Stopped while it was written: it is the final one. Another would take as long
             # again (a big table's twice past the launcher's grace) for the few pairs
             # inserted meanwhile.
-            final_written = written and bool(stop_signals)
+            final_written = written and stop.requested
         if now - last_status >= FLAGS.status_interval_s:
             logging.info("table sizes: %s", calls.table_sizes())
             last_status = now
-    logging.info("stop requested (%s)", signal.Signals(stop_signals[0]).name)
+    logging.info("stop requested (%s)", signal.Signals(stop.signals[0]).name)
     if final_written:
         logging.info("the replay checkpoint written at the stop request is the final one")
     elif run_dir is not None:

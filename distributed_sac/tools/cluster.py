@@ -9,10 +9,10 @@ import os
 import signal
 import time
 
-from distributed_sac import processes
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
-from distributed_sac.processes import Process, describe_exit
+from distributed_sac.runtime import processes
+from distributed_sac.runtime.processes import Process, describe_exit
 
 # entrypoint.run's exit code for a UserError: restarting cannot help. (ServerUnreachable exits
 # 3: the role is restarted and waits for the server again.)
@@ -112,7 +112,6 @@ class Cluster:
         self._budgets: dict[str, RestartBudget] = {}
         # A pending restart: when it is due, and its number within the window.
         self._restart_at: dict[str, tuple[float, int]] = {}
-        self.stopping = False
 
     def start(self, name: str, role: str, extra: list[str]) -> Process:
         """Starts role `role` (a key of ROLE_MODULES) as `name` with the common and `extra` args."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import collections
 import datetime
 import sys
 import time
+
+from distributed_sac.runtime.rates import WindowedRate
 
 RATE_WINDOW_S = 60.0  # steps/s and ETA over the last minute: smooth, yet current
 
@@ -29,7 +30,7 @@ class Console:
         self._drawn = False
         self._closed = False
         self._last_draw = 0.0
-        self._steps = collections.deque()  # (monotonic time, train_step)
+        self._rate = WindowedRate(RATE_WINDOW_S)  # of the train step
 
     def event(self, message: str) -> None:
         self._clear()
@@ -41,11 +42,8 @@ class Console:
         """Newer figures for the progress line (None leaves a figure as it was)."""
         self._fields.update({key: value for key, value in fields.items() if value is not None})
         step = fields.get("train_step")
-        if step is not None and (not self._steps or step > self._steps[-1][1]):
-            now = time.monotonic()
-            self._steps.append((now, step))
-            while now - self._steps[0][0] > RATE_WINDOW_S:
-                self._steps.popleft()
+        if step is not None and (self._rate.count is None or step > self._rate.count):
+            self._rate.mark(step)
         if self.live and time.monotonic() - self._last_draw >= 0.5:
             self._draw()
 
@@ -65,10 +63,7 @@ class Console:
         return "  ".join(parts)
 
     def steps_per_s(self) -> float | None:
-        if len(self._steps) < 2:
-            return None
-        (start, first), (end, last) = self._steps[0], self._steps[-1]
-        return (last - first) / max(end - start, 1e-9)
+        return self._rate.per_s()
 
     def _draw(self) -> None:
         self._stream.write("\r\033[K" + self.progress_line())

@@ -26,12 +26,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-from distributed_sac import envs, learner_step, processes, run_lock  # noqa: E402
+from distributed_sac import envs, learner_step, run_lock  # noqa: E402
 from distributed_sac.addresses import check_port  # noqa: E402
 from distributed_sac.config import BUNDLED_GIN_DIR, gin_headline, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
-from distributed_sac.processes import describe_exit  # noqa: E402
+from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags  # noqa: E402
+from distributed_sac.runtime.stopping import StopRequest  # noqa: E402
+from distributed_sac.runtime.waits import poll_until  # noqa: E402
 from distributed_sac.tools.cluster import (  # noqa: E402
     REPLAY_SERVER_GRACE_S,
     SHUTDOWN_GRACE_S,
@@ -40,7 +42,7 @@ from distributed_sac.tools.cluster import (  # noqa: E402
 from distributed_sac.tools.console import Console  # noqa: E402
 
 DEFAULT_GIN = os.path.join(BUNDLED_GIN_DIR, "minitaur.gin")
-LOCAL_SH = os.path.join(processes.REPO_ROOT, "launch", "local.sh")
+LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 
 flags.DEFINE_string("root_dir", None, "Run directory (default: ./runs/<date-time>).")
 flags.DEFINE_integer(
@@ -91,20 +93,19 @@ FLAGS = flags.FLAGS
 def wait_until_ready(cluster: Cluster, timeout_s: float) -> dict:
     """The replay server's ready report, once it came; UserError if it died or took too long."""
     server = cluster.roles["replay_server"]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ready = server.new_reports("replay_server_ready")
-        if ready:
-            return ready[0][1]
+
+    def ready() -> list:
+        found = server.new_reports("replay_server_ready")
         code = server.poll()
-        if code is not None:
+        if not found and code is not None:
             cluster.fail("replay_server", code)
-        if time.monotonic() > deadline:
-            cluster.stop_all()
-            raise UserError(
-                f"replay server not ready after {timeout_s:.0f}s (log: {server.log_path})"
-            )
-        time.sleep(0.2)
+        return found
+
+    found = poll_until(ready, timeout_s)
+    if not found:
+        cluster.stop_all()
+        raise UserError(f"replay server not ready after {timeout_s:.0f}s (log: {server.log_path})")
+    return found[0][1]
 
 
 def exposed_interfaces() -> list[str]:
@@ -245,10 +246,10 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     cluster = None
 
-    def on_signal(signum, _frame):
+    def on_signal():
+        signum = stop.signals[-1]
         name = signal.Signals(signum).name
-        if cluster is not None and not cluster.stopping:
-            cluster.stopping = True
+        if cluster is not None and len(stop.signals) == 1:
             cluster.console.event(f"got {name}; stopping every role (again to kill them at once)")
             cluster.stop_all()
             cluster.console.event(stopped_line(cluster))
@@ -259,9 +260,8 @@ def main(argv) -> None:
             )
         sys.exit(128 + signum)
 
-    # SIGHUP: the terminal went away; stop in order as for Ctrl-C.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    # SIGHUP (the terminal went away) stops in order as Ctrl-C does.
+    stop = StopRequest(on_request=on_signal)
     try:
         if FLAGS.num_collectors is not None and FLAGS.num_collectors < 1:
             raise UserError("--num_collectors must be at least 1")
@@ -281,11 +281,7 @@ def main(argv) -> None:
             # Nothing reached yet: from their start on, the roles check pushed train steps
             # against the learner's record, never only against the server's number.
             learner_step.write_reached(run_dir, 0)
-        role_args = ["--root_dir", run_dir.root]
-        for path in gin_files:
-            role_args += ["--gin_file", path]
-        for binding in FLAGS.gin_bindings:
-            role_args += ["--gin_bindings", binding]
+        role_args = ["--root_dir", run_dir.root, *gin_flags(gin_files, FLAGS.gin_bindings)]
         console = Console(config.num_iterations)
         cluster = Cluster(
             run_dir,

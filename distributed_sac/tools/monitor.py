@@ -10,6 +10,7 @@ import time
 from distributed_sac import learner_step
 from distributed_sac.replay import tables, weights
 from distributed_sac.replay.connection import BoundedCall
+from distributed_sac.runtime.rates import per_second
 
 
 def server_counters(client, timeout_s: int = 30, run_dir=None) -> dict:
@@ -35,12 +36,9 @@ def server_counters(client, timeout_s: int = 30, run_dir=None) -> dict:
 def rates(before: dict, after: dict) -> dict:
     """Per-second rates between two `server_counters`, and the effective update-to-data ratio
     (train steps per inserted item). None where a counter went back (the server restarted)."""
-    elapsed = max(after["time"] - before["time"], 1e-9)
 
     def per_s(key):
-        if after[key] is None or before[key] is None or after[key] < before[key]:
-            return None
-        return (after[key] - before[key]) / elapsed
+        return per_second((before["time"], before[key]), (after["time"], after[key]))
 
     inserts, steps = per_s("inserts"), per_s("train_step")
     return {

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import sys
-import threading
 import time
 
 from absl import flags
@@ -22,6 +20,7 @@ from distributed_sac import best_policy, cli, evaluation, reports
 from distributed_sac.addresses import check_address
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
+from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-C.")
 flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
@@ -202,16 +201,11 @@ def main() -> None:
     run_dir = None if root_dir is None else RunDir(root_dir)
     logging.set_verbosity(logging.ERROR)  # connect()'s retry warnings; the error says it all
     address = check_address(FLAGS.replay_server_address, "--replay_server_address")
-    # Ctrl-C sets a flag that the loop reads, instead of raising KeyboardInterrupt wherever the
-    # main thread happens to be (in a lock, a hand-off to a call's thread, a print): a clean-clone
-    # test run on 2026-12-02 saw `status --watch` still alive 30 s after its SIGINT, once.
-    stop = threading.Event()
-
-    def on_interrupt(*_):
-        stop.set()
-        abandon_calls()  # a call or connect waiting on the server gives up after a second
-
-    signal.signal(signal.SIGINT, on_interrupt)
+    # Ctrl-C (or SIGTERM, SIGHUP) sets a flag that the loop reads, instead of raising
+    # KeyboardInterrupt wherever the main thread happens to be (in a lock, a hand-off to a call's
+    # thread, a print): `status --watch` was once seen still alive 30 s after its SIGINT. A call
+    # or connect waiting on the server gives up after a second.
+    stop = StopRequest(on_request=abandon_calls)
 
     def counters(parts):
         client, bounded = parts

@@ -29,7 +29,7 @@ from absl import flags
 
 from distributed_sac import entrypoint
 from distributed_sac.errors import UserError, one_line
-from distributed_sac.processes import run_bounded
+from distributed_sac.runtime.processes import run_bounded
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dir", None, "Directory to write the CA and the certificates into.")

@@ -1,4 +1,6 @@
-"""Starting and stopping processes: every role, benchmark part and test process goes through here.
+"""Starting and stopping processes: every role, benchmark part and test process goes through here,
+and its command line (`python -m distributed_sac.<module>`, the gin flags, a free port) is made
+here.
 
 A process started here gets SIGTERM from the kernel when its parent dies (so a launcher, a
 benchmark or pytest killed outright leaves nothing behind), leads its own process group (a Ctrl-C
@@ -17,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +28,30 @@ from collections.abc import Iterable, Sequence
 from distributed_sac.reports import ReportTail, failure_line
 
 _PR_SET_PDEATHSIG = 1
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def module_command(module: str, args: Sequence[str] = ()) -> list[str]:
+    """`python -m distributed_sac.<module> args`, in this Python."""
+    return [sys.executable, "-m", f"distributed_sac.{module}", *args]
+
+
+def gin_flags(gin_files: Iterable[str], bindings: Iterable[str] = ()) -> list[str]:
+    """The flags that give a role, a tool or the launcher this config: `--gin_file F` for each
+    file, then `--gin_bindings B` for each binding."""
+    flags = []
+    for path in gin_files:
+        flags += ["--gin_file", path]
+    for binding in bindings:
+        flags += ["--gin_bindings", binding]
+    return flags
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server about to be started."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def die_with_parent() -> None:
@@ -159,8 +185,7 @@ class Process:
     def module(cls, module: str, args: Sequence[str], log: str | int, **kwargs) -> Process:
         """`python -m distributed_sac.<module> args`."""
         name = kwargs.pop("name", module.rsplit(".", 1)[-1])
-        command = [sys.executable, "-m", f"distributed_sac.{module}", *args]
-        return cls(command, log, name=name, **kwargs)
+        return cls(module_command(module, args), log, name=name, **kwargs)
 
     @property
     def pid(self) -> int:
