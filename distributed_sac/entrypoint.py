@@ -28,30 +28,39 @@ def run(name: str, main: Callable[[], None]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         logging.get_absl_handler().use_absl_log_file = False
+        final_line, stream = None, sys.stderr
         try:
             main()
             code = 0
         except CallAbandoned as abandoned:  # asked to stop while the server was away
-            print(f"{name}: stopped while waiting for the replay server ({abandoned})", flush=True)
-            code = 128 + signal.SIGTERM
+            final_line = f"{name}: stopped while waiting for the replay server ({abandoned})"
+            code, stream = 128 + signal.SIGTERM, sys.stdout
         except UserError as error:
-            print(f"{name}: error: {error}", file=sys.stderr, flush=True)
-            code = error.exit_code
+            final_line, code = f"{name}: error: {error}", error.exit_code
         except SystemExit as exit_request:
             code = exit_request.code if isinstance(exit_request.code, int) else 1
-        _exit_now(code)
+        _exit_now(code, final_line, stream)
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     app.run(absl_main)
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int, final_line: str | None = None, stream=sys.stderr) -> None:
     """Exits without the interpreter's teardown, which takes seconds once TensorFlow and pybullet
     are loaded: a stopping cluster should be gone at once. Commands flush what they write (logs,
-    summaries, checkpoints, videos) before they return; this flushes the streams."""
+    summaries, checkpoints, videos) before they return; this flushes the streams, silences stdout
+    and stderr, then writes `final_line` where it belongs, so it stays the last line: Reverb's
+    client threads log from C++ until the process ends (a learner that gave up on its server once
+    ended its log with "Unable to find table 'learner_feed'" after its error)."""
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()
+    if final_line is not None:
+        target = os.dup(stream.fileno())
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+        os.write(target, f"{final_line}\n".encode())
     os._exit(code)
 
 
