@@ -12,6 +12,8 @@ import gin
 from distributed_sac.errors import UserError, one_line
 
 BUNDLED_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+# What `launch/local.sh` and `play` use when given no --gin_file: the config that walks.
+DEFAULT_GIN = os.path.join(BUNDLED_GIN_DIR, "minitaur.gin")
 
 
 @gin.configurable

@@ -7,6 +7,7 @@ import pytest
 
 from distributed_sac.config import (
     BUNDLED_GIN_DIR,
+    DEFAULT_GIN,
     FIELD_RULES,
     SEED_LIMIT,
     RunConfig,
@@ -26,11 +27,9 @@ def test_smoke_config_loads_and_includes_minitaur_defaults():
 
 
 def test_the_default_config_is_the_walking_one_and_the_tutorials_is_one_flag_away():
-    from distributed_sac.tools import launcher
-
-    default = load_gin([launcher.DEFAULT_GIN], [])
-    assert os.path.basename(launcher.DEFAULT_GIN) == "minitaur.gin"
-    assert gin_headline(launcher.DEFAULT_GIN).startswith("The default: SAC on MinitaurBulletEnv-v0")
+    default = load_gin([DEFAULT_GIN], [])
+    assert os.path.basename(DEFAULT_GIN) == "minitaur.gin"
+    assert gin_headline(DEFAULT_GIN).startswith("The default: SAC on MinitaurBulletEnv-v0")
     assert (default.action_repeat, default.replay_capacity) == (4, 300000)
     tutorial = load_gin([os.path.join(BUNDLED_GIN_DIR, "minitaur_tutorial.gin")], [])
     assert (tutorial.action_repeat, tutorial.replay_capacity) == (1, 10000)

@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 
 from distributed_sac import envs, learner_step, run_lock  # noqa: E402
 from distributed_sac.addresses import check_port  # noqa: E402
-from distributed_sac.config import BUNDLED_GIN_DIR, gin_headline, load_gin  # noqa: E402
+from distributed_sac.config import DEFAULT_GIN, gin_headline, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
 from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags  # noqa: E402
@@ -41,7 +41,6 @@ from distributed_sac.tools.cluster import (  # noqa: E402
 )
 from distributed_sac.tools.console import Console  # noqa: E402
 
-DEFAULT_GIN = os.path.join(BUNDLED_GIN_DIR, "minitaur.gin")
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 
 flags.DEFINE_string("root_dir", None, "Run directory (default: ./runs/<date-time>).")

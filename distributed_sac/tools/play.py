@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import flags
 
 from distributed_sac import best_policy, cli, entrypoint
-from distributed_sac.config import BUNDLED_GIN_DIR, SEED_LIMIT, load_gin
+from distributed_sac.config import DEFAULT_GIN, SEED_LIMIT, load_gin
 from distributed_sac.envs import Camera, load_env, walked_metres
 from distributed_sac.errors import UserError, first_line
 from distributed_sac.evaluation import run_episodes
@@ -56,8 +56,6 @@ flags.DEFINE_integer(
     "Seeds the environment and Python's and numpy's global generators (Minitaur draws its "
     "masses, friction and battery voltage from these at every reset).",
 )
-
-DEFAULT_GIN_FILE = os.path.join(BUNDLED_GIN_DIR, "minitaur.gin")
 
 
 def run_policy_dir(root_dir: str | None) -> str:
@@ -111,7 +109,7 @@ def main() -> None:
     record = best_policy.read_record(policy_dir)
     saved = f" ({best_policy.describe(record)} in training)" if record else ""
     print(f"playing {policy_dir}{saved}", flush=True)
-    config = load_gin(FLAGS.gin_file or [DEFAULT_GIN_FILE], FLAGS.gin_bindings)
+    config = load_gin(FLAGS.gin_file or [DEFAULT_GIN], FLAGS.gin_bindings)
     cli.set_tf_threads(config.actor_tf_threads)
     policy = CheckedPolicy(load_policy(policy_dir), policy_dir)
     env = load_env(config, seed=FLAGS.seed)
