@@ -12,11 +12,14 @@ import faulthandler
 import os
 import signal
 import sys
+import time
 from typing import Callable
 
 from absl import app, logging
 
 from distributed_sac.errors import CallAbandoned, UserError
+
+FINAL_LINE_DELAY_S = 0.2
 
 
 def run(name: str, main: Callable[[], None]) -> None:
@@ -60,6 +63,9 @@ def _exit_now(code: int, final_line: str | None = None, stream=sys.stderr) -> No
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 1)
             os.dup2(devnull.fileno(), 2)
+        # A write another thread began before the silencing still lands where it began; on a
+        # loaded machine it can be held off the CPU for a while. Let those land first.
+        time.sleep(FINAL_LINE_DELAY_S)
         os.write(target, f"{final_line}\n".encode())
     os._exit(code)
 
