@@ -102,7 +102,7 @@ def random_pairs(shape) -> list:
 def fill(server: Server, shape, count: int) -> float:
     """Writes `count` pairs into the experience table; pairs per second."""
     from distributed_sac.replay import tables
-    from distributed_sac.transitions import PAIR_COLUMN
+    from distributed_sac.replay.transitions import PAIR_COLUMN
 
     pairs = random_pairs(shape)
     started = time.monotonic()
@@ -144,7 +144,7 @@ class Traffic:
 
     def _insert(self) -> None:
         from distributed_sac.replay import tables
-        from distributed_sac.transitions import PAIR_COLUMN
+        from distributed_sac.replay.transitions import PAIR_COLUMN
 
         with self._server.client.trajectory_writer(num_keep_alive_refs=1) as writer:
             index = 0
@@ -185,7 +185,7 @@ def latencies(calls: list[tuple[float, float]], begin: float, end: float) -> dic
 def run(args) -> dict:
     from distributed_sac.builder import Builder
     from distributed_sac.replay import tables
-    from distributed_sac.transitions import PAIR_COLUMN
+    from distributed_sac.replay.transitions import PAIR_COLUMN
 
     config = harness.load_config(args.gin_file, args.bindings)
     shape = Builder(config).signatures()[tables.EXPERIENCE_TABLE][PAIR_COLUMN].shape.as_list()

@@ -11,7 +11,7 @@ For each seed, one run after another, each in fresh processes:
 then the cluster once more with the first seed, to show how close two runs with one seed come.
 Both spend the same env-step budget (the cluster's learner stops at budget - initial collection
 train steps, as the loop does) and score the greedy policy with the same code
-(distributed_sac.evaluation): after the random initial collection and every --eval_every env
+(distributed_sac.acting.evaluation): after the random initial collection and every --eval_every env
 steps after it, --eval_episodes episodes on an environment seeded apart from collection.
 
 Env steps are experience items stored, counted alike in both: one per environment step as
@@ -49,10 +49,10 @@ def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run
     in its own process, started at unix time `started_at`)."""
     from tutorial_loop import TutorialLoop
 
-    from distributed_sac import evaluation
+    from distributed_sac.acting import evaluation
     from distributed_sac.builder import Builder
     from distributed_sac.layout import METRICS
-    from distributed_sac.numpy_policy import NumpyActorPolicy
+    from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 
     config = load_config(gin_file, [*bindings, f"RunConfig.seed = {seed}"])
     # Seeding an environment seeds the process's global generators (Minitaur's randomizer draws
@@ -95,7 +95,7 @@ def run_launcher(
 ):
     """The local cluster (the launcher behind launch/local.sh) with one collector for the same
     budget; its evaluator's points."""
-    from distributed_sac import evaluation
+    from distributed_sac.acting import evaluation
     from distributed_sac.layout import RunDir
     from distributed_sac.runtime import processes
 

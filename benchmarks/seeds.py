@@ -56,7 +56,7 @@ def run_seed(gin_file: str, bindings, seed: int, run_dir: str, timeout_s: float)
 def curves(base_dir: str, seeds, eval_interval: int) -> dict[int, dict[int, float]]:
     """{seed: {train_step: AverageReturn}} read from each seed's metrics.jsonl, each point at the
     eval_interval boundary it was due at (the evaluator scores the first weights past it)."""
-    from distributed_sac import evaluation
+    from distributed_sac.acting import evaluation
     from distributed_sac.layout import RunDir
 
     found = {}
@@ -96,7 +96,7 @@ def milestones(base_dir: str, seeds, marks: list[int], thresholds: list[float]) 
     """Prints and returns each seed's AverageReturn at the env-step marks (the last evaluation
     and the median of the last three), its best up to the last mark, and when it first reached
     each threshold; with the median over the seeds."""
-    from distributed_sac import learning_curve
+    from distributed_sac.tools import learning_curve
 
     rows = {}
     for seed in seeds:
@@ -231,7 +231,7 @@ def main() -> None:
     with open(os.path.join(args.output_dir, "seeds.json"), "w") as out:
         json.dump(figures, out, indent=2)
     if args.export_dir:
-        from distributed_sac import learning_curve
+        from distributed_sac.tools import learning_curve
 
         for seed in seeds:
             learning_curve.export_record(

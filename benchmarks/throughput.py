@@ -91,8 +91,8 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
     import tensorflow as tf
     from tf_agents.train.utils import train_utils
 
-    from distributed_sac import cli
     from distributed_sac.builder import Builder
+    from distributed_sac.runtime import cli
 
     builder = Builder(load_config(gin_file, bindings))
     cli.set_tf_threads(builder.config.learner_tf_threads)  # as the learner role does

@@ -13,16 +13,16 @@ import reverb
 import tensorflow as tf
 from tf_agents.train.utils import spec_utils
 
-from distributed_sac import agent as agent_lib
-from distributed_sac import envs
 from distributed_sac.config import RunConfig
-from distributed_sac.learner_replay import LearnerReplay, NStepReturns
-from distributed_sac.numpy_policy import NumpyActorPolicy
+from distributed_sac.learner.replay import LearnerReplay, NStepReturns
 from distributed_sac.replay import connection, tables
 from distributed_sac.replay.feed import FeedReader
+from distributed_sac.replay.transitions import PAIR_COLUMN, TransitionPacking
 from distributed_sac.replay.weights import WeightClient, weights_signature
 from distributed_sac.replay.writer import ExperienceWriter
-from distributed_sac.transitions import PAIR_COLUMN, TransitionPacking
+from distributed_sac.sac import agent as agent_lib
+from distributed_sac.sac import envs
+from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 
 
 class Builder:

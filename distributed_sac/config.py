@@ -258,7 +258,8 @@ def gin_headline(path: str) -> str:
 def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> RunConfig:
     """Parses gin files and bindings; any unknown name or bad line raises a one-line UserError."""
     # Import every module that registers configurables, so gin can tell unknown names apart.
-    from distributed_sac import agent, faults  # noqa: F401
+    from distributed_sac.runtime import faults  # noqa: F401
+    from distributed_sac.sac import agent  # noqa: F401
 
     gin.clear_config()
     # `include 'minitaur_tutorial.gin'` finds the project's bundled configs from anywhere.

@@ -424,7 +424,7 @@ def test_play_names_a_seed_out_of_range(seed, tmp_path):
 # log while a learner gives up on a lost server) and whose main then fails.
 NOISY_FAILURE = """
 import os, threading
-from distributed_sac import entrypoint
+from distributed_sac.runtime import entrypoint
 from distributed_sac.errors import UserError
 
 def noise():

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from distributed_sac import best_policy
-from distributed_sac import evaluation as metrics
-from distributed_sac.best_policy import BestPolicyKeeper
+from distributed_sac.acting import best_policy
+from distributed_sac.acting import evaluation as metrics
+from distributed_sac.acting.best_policy import BestPolicyKeeper
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
-from distributed_sac.numpy_policy import NumpyActorPolicy
-from distributed_sac.policy_export import PolicyExporter, publish_dir, published_versions
+from distributed_sac.learner.policy_export import PolicyExporter, publish_dir, published_versions
+from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 from tests.conftest import (
     SMOKE_GIN,
     bindings,

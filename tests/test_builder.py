@@ -10,8 +10,8 @@ from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.errors import UserError
 from distributed_sac.replay import tables
+from distributed_sac.replay.transitions import PAIR_COLUMN
 from distributed_sac.replay.weights import WeightClient, weights_signature
-from distributed_sac.transitions import PAIR_COLUMN
 from tests.conftest import PENDULUM_GIN, SMOKE_GIN
 
 

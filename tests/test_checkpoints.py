@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from distributed_sac.checkpoints import LearnerCheckpoints
 from distributed_sac.errors import UserError
-from distributed_sac.learner_replay import LearnerReplay
+from distributed_sac.learner.checkpoints import LearnerCheckpoints
+from distributed_sac.learner.replay import LearnerReplay
 
 
 class _Agent(tf.Module):

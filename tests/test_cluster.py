@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from distributed_sac import best_policy
+from distributed_sac.acting import best_policy
 from distributed_sac.layout import RunDir
 from distributed_sac.tools.cluster import RestartBudget
 from tests.conftest import (

@@ -10,11 +10,11 @@ import time
 import pytest
 import tensorflow as tf
 
-from distributed_sac.addresses import check_address, check_port
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.errors import ServerCallTimeout, ServerUnreachable, UserError
 from distributed_sac.replay.connection import Reconnecting, is_connection_error
+from distributed_sac.runtime.addresses import check_address, check_port
 from tests.conftest import SMOKE_GIN, start_server
 
 

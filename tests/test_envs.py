@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from distributed_sac.config import load_gin
-from distributed_sac.envs import Camera, load_env, walked_metres
 from distributed_sac.errors import UserError
+from distributed_sac.sac.envs import Camera, load_env, walked_metres
 from tests.conftest import GIN_DIR, SMOKE_GIN
 
 WALK_GIN = os.path.join(GIN_DIR, "minitaur.gin")

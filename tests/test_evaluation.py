@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from distributed_sac import evaluation
+from distributed_sac.acting import evaluation
 
 
 def _line(step: int) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from distributed_sac import best_policy, evaluation
+from distributed_sac.acting import best_policy, evaluation
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir

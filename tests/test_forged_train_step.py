@@ -15,12 +15,12 @@ import pytest
 import reverb
 import tensorflow as tf
 
-from distributed_sac import learner_step
+from distributed_sac.acting.evaluation import read_evaluations
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
-from distributed_sac.evaluation import read_evaluations
 from distributed_sac.layout import RunDir
-from distributed_sac.learner_step import LearnerStep, newest_checkpoint_step, write_reached
+from distributed_sac.learner import step_record
+from distributed_sac.learner.step_record import LearnerStep, newest_checkpoint_step, write_reached
 from distributed_sac.replay.weights import VARIABLES_TABLE
 from distributed_sac.tools import monitor
 from tests.conftest import (
@@ -95,7 +95,7 @@ def test_pulled_weights_are_believed_up_to_the_learners_record(processes, tmp_pa
     # Found before the final weights were taken: it waits for them, but not for good.
     late = LearnerStep(run, final)
     assert not late.finished(final, final - 25)
-    monkeypatch.setattr(learner_step, "FINAL_WEIGHTS_WAIT_S", 0.0)
+    monkeypatch.setattr(step_record, "FINAL_WEIGHTS_WAIT_S", 0.0)
     assert late.finished(final, final - 25)
 
 

@@ -18,8 +18,8 @@ from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
+from distributed_sac.replay.transitions import PAIR_COLUMN, PairNumbering
 from distributed_sac.runtime.waits import poll_until
-from distributed_sac.transitions import PAIR_COLUMN, PairNumbering
 from tests.conftest import (
     SMOKE_GIN,
     bindings,
@@ -237,7 +237,7 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
 def forged_pair(address: str, sequence: int) -> np.ndarray:
     """A real pair sampled from the experience table (as any client can), renumbered as the
     `sequence`th of its collector's source: correctly shaped and finite."""
-    from distributed_sac.transitions import PAIR_ID_WIDTH, PairNumbering, pair_numbers
+    from distributed_sac.replay.transitions import PAIR_ID_WIDTH, PairNumbering, pair_numbers
 
     client = reverb.Client(address)
     sample = next(client.sample(tables.EXPERIENCE_TABLE, num_samples=1, emit_timesteps=False))
@@ -259,7 +259,7 @@ def test_a_forged_pair_number_does_not_stall_the_run(processes, tmp_path):
     takes every later pair of that collector for one it already had; it resynchronises the
     source after more of them in a row than a restored feed can hand out again, and the run
     reaches its final step."""
-    from distributed_sac.transitions import NUMBER_LIMIT
+    from distributed_sac.replay.transitions import NUMBER_LIMIT
 
     address, _, _ = start_server(processes, tmp_path)
     common = [

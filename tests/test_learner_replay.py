@@ -9,12 +9,12 @@ import tensorflow as tf
 from tf_agents.train.utils import train_utils
 
 from distributed_sac.builder import Builder
-from distributed_sac.checkpoints import LearnerCheckpoints
 from distributed_sac.config import load_gin
-from distributed_sac.learner_replay import ExperienceIntake, LearnerReplay, NStepReturns
+from distributed_sac.learner.checkpoints import LearnerCheckpoints
+from distributed_sac.learner.replay import ExperienceIntake, LearnerReplay, NStepReturns
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
-from distributed_sac.transitions import PAIR_COLUMN
+from distributed_sac.replay.transitions import PAIR_COLUMN
 from tests.conftest import SMOKE_GIN
 
 

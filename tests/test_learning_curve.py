@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from distributed_sac import evaluation, learning_curve
+from distributed_sac.acting import evaluation
 from distributed_sac.layout import RunDir
+from distributed_sac.tools import learning_curve
 
 T0 = 1_800_000_000.0
 RELAUNCH = T0 + 7200  # the run waited two hours between its two launches

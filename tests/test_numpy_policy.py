@@ -8,7 +8,7 @@ from tf_agents.trajectories import time_step as ts
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
-from distributed_sac.numpy_policy import NumpyActorPolicy
+from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 from tests.conftest import PENDULUM_GIN, SMOKE_GIN
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from distributed_sac import evaluation
+from distributed_sac.acting import evaluation
 from distributed_sac.layout import RunDir
 from distributed_sac.runtime.processes import module_command
 from distributed_sac.tools.console import Console

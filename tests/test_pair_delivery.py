@@ -174,7 +174,7 @@ def progress_since(log, seen: int) -> list[dict]:
 def assert_each_pair_once_or_counted(pairs: np.ndarray, replay) -> None:
     """Every pair of every source up to the newest one the replay holds is in it once, or
     counted as lost (the replay is big enough to hold every pair the learner got)."""
-    from distributed_sac.transitions import pair_numbers
+    from distributed_sac.replay.transitions import pair_numbers
 
     sources, sequences, numbered = pair_numbers(pairs)
     assert numbered.all()
@@ -208,7 +208,7 @@ def test_a_take_abandoned_on_a_hung_server_loses_no_pair(processes, tmp_path):
     thread, which Reverb cannot cancel, then gets its pairs: they reach the learner's replay."""
     import threading
 
-    from distributed_sac.learner_replay import ExperienceIntake
+    from distributed_sac.learner.replay import ExperienceIntake
     from distributed_sac.replay import tables
     from distributed_sac.replay.connection import Reconnecting
     from tests.conftest import start_server
@@ -331,8 +331,8 @@ def numbered(numbering, count: int, fields: int = 3) -> np.ndarray:
 def test_the_ledger_skips_pairs_it_had_counts_gaps_and_survives_a_checkpoint(tmp_path):
     import tensorflow as tf
 
-    from distributed_sac.pair_ledger import PairLedger
-    from distributed_sac.transitions import PairNumbering
+    from distributed_sac.learner.pair_ledger import PairLedger
+    from distributed_sac.replay.transitions import PairNumbering
 
     ledger = PairLedger(feed_size=10)
     first, second = PairNumbering(source=(1 << 47) + 5), PairNumbering()
@@ -368,8 +368,8 @@ def test_the_ledger_resynchronises_a_source_after_more_duplicates_in_a_row_than_
     """A forged pair numbered near 2^48 makes its source's real pairs look like duplicates: the
     first `feed_size` are skipped, the next one resynchronises the source. A restored feed's
     duplicates (at most `feed_size` in a row, across takes) resynchronise nothing."""
-    from distributed_sac.pair_ledger import PairLedger
-    from distributed_sac.transitions import NUMBER_LIMIT, PairNumbering, pair_numbers
+    from distributed_sac.learner.pair_ledger import PairLedger
+    from distributed_sac.replay.transitions import NUMBER_LIMIT, PairNumbering, pair_numbers
 
     def sequences(pairs) -> list[int]:
         return pair_numbers(pairs)[1].tolist()

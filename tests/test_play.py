@@ -10,7 +10,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from distributed_sac import best_policy
+from distributed_sac.acting import best_policy
 from distributed_sac.layout import RunDir
 from tests.conftest import REPO_ROOT, SMOKE_GIN, one_error_line, run_tool, unwritable_dir
 

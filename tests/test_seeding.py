@@ -46,7 +46,7 @@ def test_learners_with_one_seed_push_identical_initial_weights(processes, tmp_pa
 
 def _random_episode(seed: int) -> tuple[np.ndarray, float]:
     from distributed_sac.config import load_gin
-    from distributed_sac.envs import load_env
+    from distributed_sac.sac.envs import load_env
 
     env = load_env(load_gin([SMOKE_GIN], []), seed=seed)
     actions = np.random.default_rng(0)

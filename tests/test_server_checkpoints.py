@@ -19,8 +19,8 @@ import reverb
 
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import server_checkpoints, tables
+from distributed_sac.replay.transitions import PAIR_COLUMN
 from distributed_sac.tools.cluster import CONFIG_ERROR_EXIT_CODE
-from distributed_sac.transitions import PAIR_COLUMN
 from tests.conftest import (
     PENDULUM_GIN,
     SMOKE_GIN,

@@ -9,7 +9,7 @@ from tf_agents.trajectories import trajectory
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.replay import tables
-from distributed_sac.transitions import TransitionPacking
+from distributed_sac.replay.transitions import TransitionPacking
 from tests.conftest import SMOKE_GIN
 
 

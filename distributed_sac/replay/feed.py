@@ -12,7 +12,7 @@ from absl import logging
 from distributed_sac.errors import first_line
 from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.replay.tables import FEED_TABLE
-from distributed_sac.transitions import PAIR_COLUMN
+from distributed_sac.replay.transitions import PAIR_COLUMN
 
 # Items per request: bounds the memory of one drain (10 000 Minitaur pairs are 3.2 MB).
 _MAX_ITEMS_PER_TAKE = 10_000

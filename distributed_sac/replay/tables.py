@@ -21,7 +21,7 @@ import tree
 from distributed_sac.config import RunConfig
 from distributed_sac.errors import UserError
 from distributed_sac.replay import weights
-from distributed_sac.transitions import TransitionPacking
+from distributed_sac.replay.transitions import TransitionPacking
 
 EXPERIENCE_TABLE = "uniform_table"
 FEED_TABLE = "learner_feed"

@@ -6,7 +6,7 @@ import reverb
 from tf_agents.trajectories import trajectory as trajectory_lib
 
 from distributed_sac.replay.tables import EXPERIENCE_TABLES
-from distributed_sac.transitions import PAIR_COLUMN, PairNumbering, TransitionPacking
+from distributed_sac.replay.transitions import PAIR_COLUMN, PairNumbering, TransitionPacking
 
 
 class ExperienceWriter:

@@ -8,17 +8,17 @@ from typing import NamedTuple
 
 from absl import flags
 
-from distributed_sac import cli
-from distributed_sac.actor import Actor, EpisodeStatistics
+from distributed_sac.acting.actor import Actor, EpisodeStatistics
 from distributed_sac.builder import Builder
 from distributed_sac.config import SEED_LIMIT, derived_seed
 from distributed_sac.errors import UserError
-from distributed_sac.learner_step import LearnerStep
+from distributed_sac.learner.step_record import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.replay.transitions import PairNumbering
 from distributed_sac.reports import report
+from distributed_sac.runtime import cli
 from distributed_sac.runtime.rates import WindowedRate
-from distributed_sac.transitions import PairNumbering
 
 flags.DEFINE_string(
     "task",
@@ -116,7 +116,7 @@ class Collector:
     """Acts with random actions until the table holds the initial collection (a global budget),
     then with the newest pulled weights, until training is finished: with the learner's run
     directory (`run_dir`), once the learner's checkpoint of its final step is there; without,
-    once the pulled weights carry the final train step (see learner_step)."""
+    once the pulled weights carry the final train step (see learner/step_record.py)."""
 
     def __init__(self, builder: Builder, task: int, summaries=None, run_dir=None):
         from tf_agents.policies import random_py_policy

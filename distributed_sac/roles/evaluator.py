@@ -10,14 +10,15 @@ import time
 
 from absl import flags, logging
 
-from distributed_sac import cli, evaluation
-from distributed_sac.best_policy import BestPolicyKeeper, describe
+from distributed_sac.acting import evaluation
+from distributed_sac.acting.best_policy import BestPolicyKeeper, describe
 from distributed_sac.builder import Builder
 from distributed_sac.errors import UserError
-from distributed_sac.learner_step import LearnerStep
+from distributed_sac.learner.step_record import LearnerStep
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting, abandon_calls
 from distributed_sac.reports import report
+from distributed_sac.runtime import cli
 from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_float("poll_interval_s", 1.0, "Seconds between checks for new weights.")
@@ -98,7 +99,7 @@ def main() -> None:
     builder = Builder(config)
     env = evaluation.make_eval_env(builder)
     greedy = builder.make_acting_policy(greedy=True)
-    # Evaluates no train step the learner has not reached (see learner_step).
+    # Evaluates no train step the learner has not reached (see learner/step_record.py).
     learner_step = LearnerStep(run_dir, config.num_iterations)
     server = Reconnecting(
         "evaluator",

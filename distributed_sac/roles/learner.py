@@ -14,19 +14,19 @@ from typing import NamedTuple
 from absl import flags, logging
 
 import gin
-from distributed_sac import agent as agent_lib
-from distributed_sac import cli
 from distributed_sac.builder import Builder
 from distributed_sac.errors import CallAbandoned, ServerUnreachable, UserError
-from distributed_sac.faults import FaultInjection
-from distributed_sac.learner_step import write_reached
+from distributed_sac.learner.step_record import write_reached
+from distributed_sac.learner.strategy import STRATEGIES, make_strategy
+from distributed_sac.learner.triggers import IntervalTrigger
 from distributed_sac.replay import tables
 from distributed_sac.replay.connection import Reconnecting, abandon_calls
 from distributed_sac.reports import report
+from distributed_sac.runtime import cli
+from distributed_sac.runtime.faults import FaultInjection
 from distributed_sac.runtime.rates import WindowedRate
 from distributed_sac.runtime.stopping import StopRequest
-from distributed_sac.strategy import STRATEGIES, make_strategy
-from distributed_sac.triggers import IntervalTrigger
+from distributed_sac.sac import agent as agent_lib
 
 flags.DEFINE_enum("strategy", "cpu", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU address, with --strategy tpu.")
@@ -249,9 +249,9 @@ def checkpoint_before_giving_up(checkpoints, train_step: int, replay, since) -> 
 def main() -> None:
     import tensorflow as tf
 
-    from distributed_sac.checkpoints import LearnerCheckpoints
-    from distributed_sac.learner_replay import ExperienceIntake
-    from distributed_sac.policy_export import PolicyExporter
+    from distributed_sac.learner.checkpoints import LearnerCheckpoints
+    from distributed_sac.learner.policy_export import PolicyExporter
+    from distributed_sac.learner.replay import ExperienceIntake
 
     config = cli.load_config()
     cli.set_tf_threads(config.learner_tf_threads)

@@ -12,8 +12,6 @@ import time
 
 from absl import flags, logging
 
-from distributed_sac import cli
-from distributed_sac.addresses import check_port
 from distributed_sac.builder import Builder
 from distributed_sac.errors import (
     DiskFull,
@@ -22,10 +20,12 @@ from distributed_sac.errors import (
     first_line,
     is_disk_full,
 )
-from distributed_sac.faults import FaultInjection
 from distributed_sac.replay import server_checkpoints, tables
 from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.reports import report
+from distributed_sac.runtime import cli
+from distributed_sac.runtime.addresses import check_port
+from distributed_sac.runtime.faults import FaultInjection
 from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_integer("port", 8008, "Port the Reverb server listens on.")

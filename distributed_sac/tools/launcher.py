@@ -20,20 +20,22 @@ import socket
 import sys
 import time
 
-# The launcher imports TensorFlow to check the gin config (agent.py registers configurables)
+# The launcher imports TensorFlow to check the gin config (sac/agent.py registers configurables)
 # and for its replay summaries; keep its C++ start-up noise quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-from distributed_sac import envs, learner_step, run_lock  # noqa: E402
-from distributed_sac.addresses import check_port  # noqa: E402
 from distributed_sac.config import DEFAULT_GIN, gin_headline, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
+from distributed_sac.learner import step_record  # noqa: E402
+from distributed_sac.runtime import run_lock  # noqa: E402
+from distributed_sac.runtime.addresses import check_port  # noqa: E402
 from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags  # noqa: E402
 from distributed_sac.runtime.stopping import StopRequest  # noqa: E402
 from distributed_sac.runtime.waits import poll_until  # noqa: E402
+from distributed_sac.sac import envs  # noqa: E402
 from distributed_sac.tools.cluster import (  # noqa: E402
     REPLAY_SERVER_GRACE_S,
     SHUTDOWN_GRACE_S,
@@ -276,10 +278,10 @@ def main(argv) -> None:
         lock_fd = run_lock.hold(
             run_dir, lambda line: print(f"local.sh: {line}", flush=True), FLAGS.orphan_wait_s
         )
-        if learner_step.read_reached(run_dir) is None:
+        if step_record.read_reached(run_dir) is None:
             # Nothing reached yet: from their start on, the roles check pushed train steps
             # against the learner's record, never only against the server's number.
-            learner_step.write_reached(run_dir, 0)
+            step_record.write_reached(run_dir, 0)
         role_args = ["--root_dir", run_dir.root, *gin_flags(gin_files, FLAGS.gin_bindings)]
         console = Console(config.num_iterations)
         cluster = Cluster(

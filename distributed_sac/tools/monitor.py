@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from distributed_sac import learner_step
+from distributed_sac.learner import step_record
 from distributed_sac.replay import tables, weights
 from distributed_sac.replay.connection import BoundedCall
 from distributed_sac.runtime.rates import per_second
@@ -22,7 +22,7 @@ def server_counters(client, timeout_s: int = 30, run_dir=None) -> dict:
     lost server for good: call this through a BoundedCall."""
     info = client.server_info(timeout=timeout_s)
     pushed = weights.newest_train_step(client, timeout_s)
-    reached = None if run_dir is None else learner_step.read_reached(run_dir)
+    reached = None if run_dir is None else step_record.read_reached(run_dir)
     return {
         "time": time.monotonic(),
         "table_sizes": {name: table.current_size for name, table in info.items()},

@@ -17,13 +17,14 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from distributed_sac import best_policy, cli, entrypoint
+from distributed_sac.acting import best_policy
+from distributed_sac.acting.evaluation import run_episodes
 from distributed_sac.config import DEFAULT_GIN, SEED_LIMIT, load_gin
-from distributed_sac.envs import Camera, load_env, walked_metres
 from distributed_sac.errors import UserError, first_line
-from distributed_sac.evaluation import run_episodes
 from distributed_sac.layout import RunDir
-from distributed_sac.policy_export import check_policy_dir, load_policy
+from distributed_sac.learner.policy_export import check_policy_dir, load_policy
+from distributed_sac.runtime import cli, entrypoint
+from distributed_sac.sac.envs import Camera, load_env, walked_metres
 from distributed_sac.tools.video import EXTENSIONS, VideoWriter
 
 FLAGS = flags.FLAGS

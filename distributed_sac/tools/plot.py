@@ -18,8 +18,11 @@ import os
 
 from absl import flags
 
-from distributed_sac import entrypoint, evaluation, layout, learning_curve
+from distributed_sac import layout
+from distributed_sac.acting import evaluation
 from distributed_sac.errors import UserError
+from distributed_sac.runtime import entrypoint
+from distributed_sac.tools import learning_curve
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string(

@@ -16,10 +16,12 @@ import time
 
 from absl import flags
 
-from distributed_sac import best_policy, cli, evaluation, reports
-from distributed_sac.addresses import check_address
+from distributed_sac import reports
+from distributed_sac.acting import best_policy, evaluation
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
+from distributed_sac.runtime import cli
+from distributed_sac.runtime.addresses import check_address
 from distributed_sac.runtime.stopping import StopRequest
 
 flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-C.")

@@ -27,8 +27,8 @@ import tempfile
 
 from absl import flags
 
-from distributed_sac import entrypoint
 from distributed_sac.errors import UserError, one_line
+from distributed_sac.runtime import entrypoint
 from distributed_sac.runtime.processes import run_bounded
 
 FLAGS = flags.FLAGS

@@ -26,9 +26,9 @@ import sys
 
 from absl import flags
 
-from distributed_sac import entrypoint
-from distributed_sac.addresses import check_address
 from distributed_sac.errors import UserError
+from distributed_sac.runtime import entrypoint
+from distributed_sac.runtime.addresses import check_address
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("side", None, ["server", "client"], "Which end of the tunnel this is.")

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from distributed_sac.transitions import pair_numbers
+from distributed_sac.replay.transitions import pair_numbers
 
 # Sources remembered (the least recently seen forgotten first): a source is one collector
 # process, and a run has a few per collector.

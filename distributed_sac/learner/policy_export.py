@@ -6,7 +6,7 @@ to it by one `os.replace`, so a reader always finds a complete policy under the 
 after, also when the writer is killed halfway or the machine loses power. The version the name
 pointed at before stays until the next replacement, so a reader that resolved the name (`cp -rL`,
 `load_policy`) can finish reading it. `greedy_policy/` and `collect_policy/` are the learner's
-newest weights; `best_greedy_policy/` is kept by the evaluator (best_policy.py).
+newest weights; `best_greedy_policy/` is kept by the evaluator (acting/best_policy.py).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import time
 
 from absl import logging
 
-from distributed_sac.faults import FaultInjection
-from distributed_sac.policy_export import publish_dir
+from distributed_sac.learner.policy_export import publish_dir
+from distributed_sac.runtime.faults import FaultInjection
 
 RECORD = "evaluation.json"
 

@@ -2,8 +2,8 @@
 for an unreachable replay server), and
 checking a tool's --output before any slow work.
 
-Shared by the role binaries (through cli.py) and the tools (plot, play). It defines no flags, so
-a tool whose flags differ from the roles' (plot's repeatable --root_dir) can use it too.
+Shared by the role binaries (through runtime/cli.py) and the tools (plot, play). It defines no
+flags, so a tool whose flags differ from the roles' (plot's repeatable --root_dir) can use it too.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # noqa: E402
 
-from distributed_sac import entrypoint  # noqa: E402
-from distributed_sac.addresses import check_address  # noqa: E402
 from distributed_sac.config import RunConfig, load_gin  # noqa: E402
 from distributed_sac.errors import UserError  # noqa: E402
 from distributed_sac.layout import RunDir  # noqa: E402
+from distributed_sac.runtime import entrypoint  # noqa: E402
+from distributed_sac.runtime.addresses import check_address  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", None, "Run directory for checkpoints, summaries, policies, logs.")

@@ -22,7 +22,8 @@ import bisect
 import os
 import shutil
 
-from distributed_sac import evaluation, reports
+from distributed_sac import reports
+from distributed_sac.acting import evaluation
 from distributed_sac.layout import RunDir
 
 MAX_GAP_S = 300.0

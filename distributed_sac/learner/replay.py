@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from distributed_sac.pair_ledger import PairLedger
+from distributed_sac.learner.pair_ledger import PairLedger
 from distributed_sac.replay import tables
 from distributed_sac.reports import report
 
