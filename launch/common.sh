@@ -31,14 +31,21 @@ find_python() {
   return 1
 }
 
+check_python() {
+  # The venv's Python, or the one that would make it, is supported: said before any slow work.
+  if [ -x "$VENV/bin/python" ]; then
+    is_supported "$VENV/bin/python" && return 0
+    echo "error: $VENV uses Python $(python_version "$VENV/bin/python"); distributed_sac needs CPython 3.9, 3.10 or 3.11. Remove $VENV and retry." >&2
+    return 1
+  fi
+  find_python >/dev/null
+}
+
 ensure_venv() {
   local extras="${1:-}" spec="." stamp
   [ -n "$extras" ] && spec=".[$extras]"
   stamp="$VENV/.distributed_sac-installed${extras:+-$extras}"
-  if [ -x "$VENV/bin/python" ] && ! is_supported "$VENV/bin/python"; then
-    echo "error: $VENV uses Python $(python_version "$VENV/bin/python"); distributed_sac needs CPython 3.9, 3.10 or 3.11. Remove $VENV and retry." >&2
-    return 1
-  fi
+  check_python || return 1
   if [ ! -x "$VENV/bin/python" ]; then
     local python
     python="$(find_python)" || return 1

@@ -4,6 +4,8 @@
 # quick tier for the edit loop: every test not marked slow (every module, in about 3 minutes).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# An unsupported Python is named before minutes of apt-get on a new machine.
+check_python
 # The container tests run as root only (podman here needs it); every test needs the "test" group.
 if [ "$(id -u)" = 0 ]; then ensure_system_packages test container; else ensure_system_packages test; fi
 ensure_venv test
