@@ -45,6 +45,7 @@ class ProgressLog:
 
 
 def make_triggers(
+    *,
     config: RunConfig,
     parts: LearnerParts,
     checkpoints: LearnerCheckpoints,
@@ -116,7 +117,11 @@ class Training:
             action_repeat=self._config.action_repeat,  # env steps per pair (learning_curve)
         )
         self._triggers = make_triggers(
-            self._config, self._parts, self._checkpoints, self._exporter, self.step
+            config=self._config,
+            parts=self._parts,
+            checkpoints=self._checkpoints,
+            exporter=self._exporter,
+            train_step=self.step,
         )
 
     def _diverged(self, what: str) -> UserError:

@@ -57,7 +57,7 @@ def main() -> None:
     with open(run_dir.operative_config, "w") as f:
         f.write(gin.operative_config_str())
     checkpoints = LearnerCheckpoints(
-        run_dir.checkpoints, parts.agent, parts.train_step, parts.replay
+        run_dir.checkpoints, agent=parts.agent, train_step=parts.train_step, replay=parts.replay
     )
     restored = checkpoints.restore_latest()
     training = Training(
