@@ -11,9 +11,12 @@ import functools
 
 import reverb
 import tensorflow as tf
-from tf_agents.train.utils import spec_utils
+from tf_agents.train import learner as tfa_learner
+from tf_agents.train.utils import spec_utils, train_utils
 
 from distributed_sac.config import RunConfig
+from distributed_sac.errors import UserError
+from distributed_sac.learner.parts import LearnerParts
 from distributed_sac.learner.replay import LearnerReplay, NStepReturns
 from distributed_sac.replay import connection, tables
 from distributed_sac.replay.feed import FeedReader
@@ -114,6 +117,35 @@ class Builder:
         """The learner's SacAgent; call inside the distribution strategy's scope."""
         return agent_lib.make_agent(*self.specs, train_step)
 
+    def make_learner(self, root_dir: str, strategy: tf.distribute.Strategy) -> LearnerParts:
+        """The learner's agent, train step and TF-Agents Learner, made in the strategy's scope,
+        and its replay, made outside it (one copy on the host, not one per replica); the
+        Learner's dataset samples that replay, each replica its share of the batch."""
+        config = self.config
+        replay = self.make_learner_replay()
+        replica_batch_size = _replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+        with strategy.scope():
+            train_step = train_utils.create_train_step()
+            agent = self.make_agent(train_step)
+        learner = tfa_learner.Learner(
+            root_dir,  # TF-Agents writes its summaries to <root_dir>/train (layout.TRAIN)
+            train_step,
+            agent,
+            experience_dataset_fn=lambda: self.make_dataset(
+                replay, replica_batch_size, agent_lib.discount_factor(agent)
+            ),
+            after_train_strategy_step_fn=agent_lib.policy_summaries(
+                agent, train_step, config.summary_interval
+            ),
+            # Checkpoints are ours (LearnerCheckpoints): strict restores, and saves only of
+            # finite weights. The Learner has built every variable, optimizer slots included,
+            # by now.
+            checkpoint_interval=0,
+            summary_interval=config.summary_interval,
+            strategy=strategy,
+        )
+        return LearnerParts(agent=agent, train_step=train_step, learner=learner, replay=replay)
+
     @functools.cached_property
     def packing(self) -> TransitionPacking:
         return TransitionPacking(self.collect_data_spec)
@@ -149,3 +181,12 @@ class Builder:
         return replay.dataset(
             batch_size, self.packing.unpack, self.config.dataset_prefetch_batches, returns
         )
+
+
+def _replica_batch_size(batch_size: int, replicas: int) -> int:
+    if batch_size % replicas:
+        raise UserError(
+            f"RunConfig.batch_size ({batch_size}) must be divisible by the strategy's "
+            f"{replicas} replicas"
+        )
+    return batch_size // replicas

@@ -8,14 +8,29 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable, TypeVar
 
 from absl import logging
+
+R = TypeVar("R")
 
 
 def report(event: str, **fields) -> None:
     """Writes one machine-readable line to the role's log."""
     fields.setdefault("unix_time", round(time.time(), 3))
     logging.info("%s %s", event, json.dumps(fields, sort_keys=True))
+
+
+def timed(function: Callable[..., R], *args) -> tuple[R, float]:
+    """(function(*args), the seconds it took, as reports give them)."""
+    started = time.monotonic()
+    result = function(*args)
+    return result, seconds_since(started)
+
+
+def seconds_since(started: float) -> float:
+    """Seconds since the time.monotonic() `started`, as reports give them (0.01 s)."""
+    return round(time.monotonic() - started, 2)
 
 
 def parse_reports(text: str, *events: str) -> list[tuple[str, dict]]:

@@ -226,8 +226,8 @@ def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_eva
     evaluation (a kill during the save leaves neither: the earlier best, no line)."""
     import tensorflow as tf
 
+    from distributed_sac.acting import evaluator
     from distributed_sac.layout import RunDir
-    from distributed_sac.roles import evaluator
 
     run = RunDir(str(tmp_path / "run"))
     os.makedirs(run.eval)
@@ -237,8 +237,8 @@ def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_eva
     def result(step, value):
         return {**evaluation(step, value), "AverageEpisodeLength": 100.0, "wall_time": 1.0 + step}
 
-    evaluator._write(run, summaries, result(0, -1.0), keeper)
-    evaluator._write(run, summaries, result(100, -2.0), keeper)
+    evaluator.write(run, summaries, result(0, -1.0), keeper)
+    evaluator.write(run, summaries, result(100, -2.0), keeper)
     assert keeper.offer(result(200, 0.5))  # killed here: the policy saved, not its line
     last = evaluator.last_evaluated_step(run.metrics)
     assert last == 100

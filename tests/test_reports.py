@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import time
 
-from distributed_sac.reports import ReportTail, failure_line, parse_reports
+from distributed_sac.reports import ReportTail, failure_line, parse_reports, seconds_since, timed
+from distributed_sac.runtime import rates
 from distributed_sac.runtime.processes import describe_exit
 
 TRACEBACK = """I1125 10:00:00.000 learner.py:10] learner_start {"train_step": 0}
@@ -44,3 +46,27 @@ def test_report_tail_reads_complete_lines_once(tmp_path):
     assert tail.new_reports("learner_progress") == [("learner_progress", {"train_step": 2})]
     assert tail.new_reports("learner_progress") == []
     assert parse_reports(log.read_text(), "learner_done") == []
+
+
+def test_timed_gives_the_result_and_the_seconds_it_took():
+    result, seconds = timed(lambda x: time.sleep(0.05) or 2 * x, 21)
+    assert result == 42
+    assert 0.05 <= seconds < 5 and seconds == round(seconds, 2)
+    assert 0 <= seconds_since(time.monotonic()) < 1
+
+
+def test_a_progress_report_carries_the_rate_since_the_one_before(monkeypatch):
+    written = []
+    monkeypatch.setattr(rates, "report", lambda event, **fields: written.append((event, fields)))
+    progress = rates.ProgressReport("learner_progress", "steps_per_s", 2, count=100)
+    started = time.monotonic()
+    time.sleep(0.2)
+    first = progress(200, train_step=200, loss=1.5)
+    assert 100 / (time.monotonic() - started) <= first <= 100 / 0.2
+    assert written == [
+        ("learner_progress", {"train_step": 200, "loss": 1.5, "steps_per_s": round(first, 2)})
+    ]
+    time.sleep(0.2)
+    second = progress(220, train_step=220, loss=1.0)  # since the report before only
+    assert second <= 20 / 0.2
+    assert written[-1][1]["steps_per_s"] == round(second, 2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import time
 
+from distributed_sac.reports import report
+
 
 def per_second(
     earlier: tuple[float, float | None], later: tuple[float, float | None]
@@ -49,3 +51,19 @@ class WindowedRate:
         if len(self._marks) < 2:
             return None
         return per_second(self._marks[0], self._marks[-1])
+
+
+class ProgressReport:
+    """A role's progress report (`event`), each with the rate of a count since the report before
+    it (the first: since `count`), as `rate_field` rounded to `digits`."""
+
+    def __init__(self, event: str, rate_field: str, digits: int, count: float = 0):
+        self._event, self._rate_field, self._digits = event, rate_field, digits
+        self._rate = WindowedRate()
+        self._rate.mark(count)
+
+    def __call__(self, count: float, **fields) -> float | None:
+        """Reports `fields` with the rate of `count`; the rate."""
+        rate = self._rate.mark(count)
+        report(self._event, **fields, **{self._rate_field: round(rate, self._digits)})
+        return rate

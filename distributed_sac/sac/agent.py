@@ -9,6 +9,7 @@ from tf_agents.agents.ddpg import critic_network
 from tf_agents.agents.sac import sac_agent, tanh_normal_projection_network
 from tf_agents.networks import actor_distribution_network, network
 from tf_agents.policies import actor_policy
+from tf_agents.trajectories import time_step as ts
 
 import gin
 from distributed_sac.errors import UserError
@@ -152,6 +153,34 @@ def check_bindings() -> None:
 def discount_factor(agent: sac_agent.SacAgent) -> float:
     """The agent's gamma (SacAgent keeps it private)."""
     return float(agent._gamma)
+
+
+def policy_summaries(agent: sac_agent.SacAgent, train_step: tf.Variable, summary_interval: int):
+    """A TF-Agents Learner's after-train-step hook writing SAC's alpha and the policy's entropy
+    (on the batch just trained on) every `summary_interval` steps; TF-Agents writes only the
+    three losses."""
+
+    def write(experience):
+        first = tf.nest.map_structure(lambda t: t[:, 0], experience)
+        time_steps = ts.TimeStep(first.step_type, first.reward, first.discount, first.observation)
+        # SacAgent has no public accessors for these; TF-Agents is pinned (0.19).
+        _, log_pi = agent._actions_and_log_probs(time_steps, training=False)
+        with tf.compat.v1.name_scope(None):  # tags without the loop's "while/cond/" scope
+            tf.summary.scalar("Policy/alpha", tf.exp(agent._log_alpha), step=train_step)
+            tf.summary.scalar("Policy/entropy", -tf.reduce_mean(log_pi), step=train_step)
+        return tf.constant(True)
+
+    def after_step(experience_and_info, _loss_info):
+        if summary_interval <= 0:
+            return
+        experience, _ = experience_and_info
+        tf.cond(
+            tf.equal(train_step % summary_interval, 0),
+            lambda: write(experience),
+            lambda: tf.constant(False),
+        )
+
+    return after_step
 
 
 def make_policy(time_step_spec, action_spec) -> actor_policy.ActorPolicy:

@@ -13,6 +13,7 @@ from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
 from distributed_sac.runtime import processes
 from distributed_sac.runtime.processes import Process, describe_exit
+from distributed_sac.tools.console import Console
 
 # entrypoint.run's exit code for a UserError: restarting cannot help. (ServerUnreachable exits
 # 3: the role is restarted and waits for the server again.)
@@ -88,7 +89,8 @@ class Cluster:
         self,
         run_dir: RunDir,
         role_args: list[str],
-        console=None,
+        *,
+        console: Console | None = None,
         max_restarts: int = 0,
         restart_backoff_s: float = 2.0,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,

@@ -287,13 +287,13 @@ def main(argv) -> None:
         cluster = Cluster(
             run_dir,
             role_args,
-            console,
-            FLAGS.max_restarts,
-            FLAGS.restart_backoff_s,
-            FLAGS.shutdown_grace_s,
-            FLAGS.restart_window_s,
-            lock_fd,
-            FLAGS.replay_server_grace_s,
+            console=console,
+            max_restarts=FLAGS.max_restarts,
+            restart_backoff_s=FLAGS.restart_backoff_s,
+            shutdown_grace_s=FLAGS.shutdown_grace_s,
+            restart_window_s=FLAGS.restart_window_s,
+            run_lock_fd=lock_fd,
+            replay_server_grace_s=FLAGS.replay_server_grace_s,
         )
         for path in gin_files:
             headline = gin_headline(path)

@@ -9,10 +9,12 @@ until Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from absl import flags
 
@@ -28,6 +30,19 @@ flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-
 flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
 flags.DEFINE_float("timeout_s", 10.0, "How long to try reaching the replay server.")
 FLAGS = flags.FLAGS
+
+if TYPE_CHECKING:  # the screen's helpers run without TensorFlow and Reverb
+    import reverb
+
+    from distributed_sac.replay.connection import BoundedCall
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerParts:
+    """What `status` reads the server through: a client, and a bound on each call."""
+
+    client: reverb.Client
+    bounded: BoundedCall
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -209,17 +224,19 @@ def main() -> None:
     # or connect waiting on the server gives up after a second.
     stop = StopRequest(on_request=abandon_calls)
 
-    def counters(parts):
-        client, bounded = parts
+    def counters(parts: ServerParts):
         timeout_s = max(1, int(FLAGS.timeout_s))
-        return bounded(monitor.server_counters, client, timeout_s, run_dir)
+        return parts.bounded(monitor.server_counters, parts.client, timeout_s, run_dir)
 
     try:
         # A server that goes away or stops answering is waited for up to --timeout_s, then a
         # one-line error.
         server = Reconnecting(
             "status",
-            lambda: (connect(address, FLAGS.timeout_s), BoundedCall("status", FLAGS.timeout_s)),
+            lambda: ServerParts(
+                client=connect(address, FLAGS.timeout_s),
+                bounded=BoundedCall("status", FLAGS.timeout_s),
+            ),
         )
         before = server.call(counters)
         while not stop.wait(FLAGS.interval_s):
