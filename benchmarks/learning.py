@@ -294,20 +294,15 @@ def draw(result: dict, output: str) -> None:
         }
         points = [dict(p, minutes=p["wall_s"] / 60) for p in run["points"]]
         lines.append((run["name"], points, style))
-    setup = result["setup"]
-    draw_figure(
-        lines,
-        output,
-        f"{os.path.basename(setup['gin_file'])}: tutorial loop vs cluster (1 collector, UTD 1), "
-        f"{result['machine']['cores']} cores",
-        1300,
-        500,
-        100,
-        panels=(
-            ("env_steps", "environment steps (experience items stored)"),
-            ("minutes", "minutes since the run started"),
-        ),
+    title = (
+        f"{os.path.basename(result['setup']['gin_file'])}: tutorial loop vs cluster "
+        f"(1 collector, UTD 1), {result['machine']['cores']} cores"
     )
+    panels = (
+        ("env_steps", "environment steps (experience items stored)"),
+        ("minutes", "minutes since the run started"),
+    )
+    draw_figure(lines, output, title, 1300, 500, 100, panels=panels)
 
 
 # ---------------------------------------------------------------- orchestration
