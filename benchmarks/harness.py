@@ -320,7 +320,7 @@ class BenchCluster:
 
         self.roles.start("replay_server", "replay_server", ["--port", str(self.port)])
         self.client = connect(self.address, timeout_s=120)
-        if self.tls_dir:  # the collectors' end of the tunnel, then the server's
+        if self.tls_dir:  # the server's end of the tunnel, then the collectors'
             tls_address = f"127.0.0.1:{free_port()}"
             self.collector_address = f"127.0.0.1:{free_port()}"
             self._start_tunnel("server", tls_address, self.address)
