@@ -1,34 +1,31 @@
 """A big experience table: the replay server's memory when full, and what its checkpoint costs.
 
-    .venv/bin/python benchmarks/big_table.py --capacity 1000000 --output docs/big_table.json \\
+    .venv/bin/python -m benchmarks.big_table --capacity 1000000 --output docs/big_table.json \\
         [--root_dir /var/tmp/runs/big_table]
-    .venv/bin/python benchmarks/big_table.py --quick    # 20 000 items: the plumbing
+    .venv/bin/python -m benchmarks.big_table --quick    # 20 000 items: the plumbing
 
-On the config (default gin/minitaur_tutorial.gin) with RunConfig.replay_capacity = --capacity, it
-starts the replay server role with a run directory (so it checkpoints), fills the experience table
-with --capacity pairs of the config's shape (random values, which compress no better than real
-observations: the memory figure is an upper bound), and measures:
-  - the server's RSS empty and full, and the fill rate;
-  - a checkpoint written while one client inserts and another samples, one item per call: how
-    long the checkpoint took, the checkpoint's size on disk, and the longest insert and sample
-    before, during and after it (Reverb holds the tables while it writes them);
-  - SIGTERM to exit (the server writes a last checkpoint on the way out; the launcher gives it
-    what is left of --shutdown_grace_s after the other roles);
-  - a restart on that checkpoint: seconds from start to ready, against the empty start, the
-    items restored and the RSS.
-Prints a table and writes the figures as JSON (--output).
+The replay server role with a run directory and RunConfig.replay_capacity = --capacity, filled
+with pairs of the config's shape (random values, which compress no better than real ones: the
+memory is an upper bound). Measured: its RSS empty and full and the fill rate; a checkpoint
+written while one client inserts and another samples, one item per call (its seconds, its size
+on disk, the longest insert and sample before, during and after it); SIGTERM to exit, with the
+last checkpoint; a restart on that checkpoint (start to ready, items restored, RSS).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import statistics
 import tempfile
 import threading
 import time
 
-import harness
-from harness import fail
+from benchmarks import harness
+from benchmarks.harness import fail
+from distributed_sac.runtime import processes
+from distributed_sac.runtime.processes import Process, free_port, gin_flags
+from distributed_sac.runtime.waits import poll_until
 
 PROGRAM = "big_table"
 FILL_CHUNK = 1000  # distinct random pairs, written over and over
@@ -46,35 +43,28 @@ def disk_mb(path: str) -> float:
 class Server:
     """The replay server role with a run directory, and a client on it."""
 
-    def __init__(self, args, root_dir: str, log_name: str):
-        from distributed_sac.runtime import processes
-
-        self.port = harness.free_port()
-        role_args = harness.gin_flags([args.gin_file], args.bindings)
-        role_args += ["--port", str(self.port), "--root_dir", root_dir]
-        self.log = os.path.join(root_dir, f"{log_name}.log")
-        self.started = time.monotonic()
-        self.process = processes.Process.module("roles.replay_server", role_args, self.log)
-        self.ready_s = self._wait_until_ready()
+    def __init__(self, args, root_dir: str, log_name: str, timeout_s: float = 1800):
         import reverb
 
-        self.client = reverb.Client(f"localhost:{self.port}")
+        port = free_port()
+        role_args = gin_flags([args.gin_file], args.bindings)
+        role_args += ["--port", str(port), "--root_dir", root_dir]
+        self.log = os.path.join(root_dir, f"{log_name}.log")
+        started = time.monotonic()
+        self.process = Process.module("roles.replay_server", role_args, self.log)
 
-    def _wait_until_ready(self, timeout_s: float = 1800) -> float:
         def ready() -> list:
             found = self.process.new_reports("replay_server_ready")
             if not found and self.process.poll() is not None:
                 fail(PROGRAM, f"replay server exited: {self.process.failure() or self.log}")
             return found
 
-        left_s = self.started + timeout_s - time.monotonic()
-        if not harness.poll_until(ready, left_s, interval_s=0.1):
+        if not poll_until(ready, timeout_s, interval_s=0.1):
             fail(PROGRAM, f"replay server not ready after {timeout_s:.0f} s ({self.log})")
-        return time.monotonic() - self.started
+        self.ready_s = time.monotonic() - started
+        self.client = reverb.Client(f"localhost:{port}")
 
     def usage(self) -> dict:
-        from distributed_sac.runtime import processes
-
         return processes.usage(self.process.pid)
 
     def size(self) -> int:
@@ -170,8 +160,6 @@ class Traffic:
 
 def latencies(calls: list[tuple[float, float]], begin: float, end: float) -> dict:
     """Calls that were under way in [begin, end]: how many, the median and longest, ms."""
-    import statistics
-
     within = sorted(s for t, s in calls if t >= begin and t - s <= end)
     if not within:
         return {"calls": 0, "median_ms": None, "max_ms": None}
@@ -187,7 +175,7 @@ def run(args) -> dict:
     from distributed_sac.replay import tables
     from distributed_sac.replay.transitions import PAIR_COLUMN
 
-    config = harness.load_config(args.gin_file, args.bindings)
+    config = harness.load_config(PROGRAM, args.gin_file, args.bindings)
     shape = Builder(config).signatures()[tables.EXPERIENCE_TABLE][PAIR_COLUMN].shape.as_list()
     root_dir = args.root_dir
     os.makedirs(root_dir, exist_ok=True)
@@ -210,16 +198,11 @@ def run(args) -> dict:
             time.sleep(TRAFFIC_S)
         result["checkpoint_s"] = round(end - begin, 2)
         result["checkpoint_mb_on_disk"] = round(disk_mb(os.path.join(root_dir, "reverb")), 1)
-        result["inserts"] = {
-            "before": latencies(traffic.inserts, begin - TRAFFIC_S, begin),
-            "during": latencies(traffic.inserts, begin, end),
-            "after": latencies(traffic.inserts, end, end + TRAFFIC_S),
-        }
-        result["samples"] = {
-            "before": latencies(traffic.samples, begin - TRAFFIC_S, begin),
-            "during": latencies(traffic.samples, begin, end),
-            "after": latencies(traffic.samples, end, end + TRAFFIC_S),
-        }
+        windows = {"before": (begin - TRAFFIC_S, begin), "during": (begin, end)}
+        windows["after"] = (end, end + TRAFFIC_S)
+        for kind in ("inserts", "samples"):
+            calls = getattr(traffic, kind)
+            result[kind] = {phase: latencies(calls, *window) for phase, window in windows.items()}
         result["rss_mb_after_checkpoint"] = round(server.usage()["rss_mb"], 1)
         print(f"{PROGRAM}: checkpoint took {result['checkpoint_s']} s; stopping", flush=True)
         result["sigterm_to_exit_s"] = round(server.stop(), 2)
@@ -237,7 +220,6 @@ def run(args) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"\nexperience table of {result['capacity']:,} pairs {result['pair_shape']}")
     rows = [
         ("server RSS empty / full (MiB)", f"{result['rss_mb_empty']} / {result['rss_mb_full']}"),
         ("fill rate (pairs/s, one writer)", f"{result['fill_pairs_per_s']:,}"),
@@ -246,16 +228,18 @@ def print_table(result: dict) -> None:
             f"{result['checkpoint_s']}, {result['checkpoint_mb_on_disk']}",
         ),
     ]
-    for name, value in rows:
-        print(f"{name:<46} {value}")
     for kind in ("inserts", "samples"):
         phases = result[kind]
-        print(
-            f"{'longest ' + kind[:-1] + ' before / during / after (ms)':<46} "
-            + " / ".join(str(phases[p]["max_ms"]) for p in ("before", "during", "after"))
-            + f"  (median before {phases['before']['median_ms']} ms)"
+        rows.append(
+            (
+                f"longest {kind[:-1]} before / during / after (ms)",
+                " / ".join(str(phases[p]["max_ms"]) for p in ("before", "during", "after"))
+                + f"  (median before {phases['before']['median_ms']} ms)",
+            )
         )
-    print(f"{'SIGTERM to exit, with its last checkpoint (s)':<46} {result['sigterm_to_exit_s']}")
+    rows.append(("SIGTERM to exit, with its last checkpoint (s)", result["sigterm_to_exit_s"]))
+    title = f"experience table of {result['capacity']:,} pairs {result['pair_shape']}"
+    harness.print_table(rows, title=title)
     print(
         f"start to ready: empty {result['empty_start_s']} s, restoring "
         f"{result['items_restored']:,} items {result['restored_start_s']} s, RSS "
@@ -264,11 +248,9 @@ def print_table(result: dict) -> None:
 
 
 def main() -> None:
-    parser = harness.parser(PROGRAM, __doc__, "20 000 items: the plumbing")
+    parser = harness.Parser(PROGRAM, __doc__, {"capacity": 20_000}, root_dir=True)
     parser.add_argument("--capacity", type=int, default=1_000_000)
-    args = parser.parse_args()
-    if args.quick:
-        args.capacity = 20_000
+    args = parser.parse()
     if args.capacity < FILL_CHUNK:
         fail(PROGRAM, f"--capacity must be at least {FILL_CHUNK}")
     args.bindings = [
@@ -280,7 +262,7 @@ def main() -> None:
     # An empty run of its own: a checkpoint left from before would be restored.
     if os.path.exists(args.root_dir) and os.listdir(args.root_dir):
         fail(PROGRAM, f"--root_dir {args.root_dir} is not empty")
-    harness.check_config(PROGRAM, args.gin_file, args.bindings)
+    harness.load_config(PROGRAM, args.gin_file, args.bindings)
     result = run(args)
     result.update(harness.provenance(args.gin_file, args.gin_bindings))
     print_table(result)

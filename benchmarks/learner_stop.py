@@ -1,19 +1,15 @@
 """How long a learner takes to stop on SIGTERM, against the grace period the launcher gives it.
 
-    .venv/bin/python benchmarks/learner_stop.py [--stops 4] [--output docs/learner_stop.json]
-    .venv/bin/python benchmarks/learner_stop.py --quick     # gin/smoke.gin, 2 stops
+    .venv/bin/python -m benchmarks.learner_stop [--stops 4] [--output docs/learner_stop.json]
+    .venv/bin/python -m benchmarks.learner_stop --quick     # gin/smoke.gin, 2 stops
 
-On the config (default gin/minitaur_tutorial.gin: 100-step chunks, a policy export every 5 000
-steps, a checkpoint every 10 000) it runs a replay server, one collector and the learner, and sends
-the learner SIGTERM --stops times, restarting it after each: the 1st, 3rd, ... aimed at the chunk
-that ends with a policy export (the slowest stop: the chunk, the export, then the stop's
-checkpoint; the aim drifts with the rate, so each result says whether it got one), the others at
-random moments. For each stop: seconds from the signal to the process's exit and to its checkpoint
-written (the learner's `learner_stopped` report). From all reports of the run: the seconds a policy
-export and a checkpoint take, and a chunk's seconds at the measured rate. The worst case is a chunk
-+ an export + two checkpoints (one due with the export, the stop's own); it is set against the
-launcher's share for the learner (LEARNER_GRACE_FRACTION of --shutdown_grace_s). Prints a table and
-writes the figures as JSON (--output).
+A replay server, one collector and the learner; --stops SIGTERMs to the learner, each followed by
+a restart: the 1st, 3rd, ... aimed at the chunk that ends with a policy export (the slowest stop;
+the aim drifts with the rate, so each result says whether it got one), the others at random
+moments. Per stop: seconds from the signal to the exit and to the stop's checkpoint
+(`learner_stopped`). The worst case, a chunk + an export + two checkpoints (one due with the
+export, the stop's own) at the run's measured seconds, is set against the launcher's share for
+the learner (LEARNER_GRACE_FRACTION of SHUTDOWN_GRACE_S).
 """
 
 from __future__ import annotations
@@ -25,18 +21,13 @@ import statistics
 import tempfile
 import time
 
-import harness
-from harness import fail
+from benchmarks import harness
+from benchmarks.harness import SMOKE_GIN, fail
+from distributed_sac.tools import cluster as cluster_lib
 
 PROGRAM = "learner_stop"
 TRAINING_TIMEOUT_S = 900
 AIM_AHEAD_S = 4.0
-
-
-def learner_reports(cluster, event: str) -> list[dict]:
-    from distributed_sac.reports import fields_of
-
-    return fields_of(cluster.run_dir.log("learner"), event)
 
 
 def wait_for_training(cluster, since: float) -> dict:
@@ -44,8 +35,7 @@ def wait_for_training(cluster, since: float) -> dict:
     first one's rate counts its warm-up and its wait for the initial pairs)."""
 
     def progress() -> list[dict]:
-        reports = learner_reports(cluster, "learner_progress")
-        return [r for r in reports if r["unix_time"] > since]
+        return cluster.reports("learner", "learner_progress", since)
 
     cluster.wait_until(lambda: len(progress()) >= 2, TRAINING_TIMEOUT_S, "the learner's progress")
     return progress()[1]
@@ -58,7 +48,7 @@ def moment_before_export(cluster, config) -> float:
     result says whether the stop included an export)."""
     interval, chunk = config.policy_save_interval, config.weight_push_interval
     while True:
-        newest = learner_reports(cluster, "learner_progress")[-1]
+        newest = cluster.reports("learner", "learner_progress")[-1]
         rate = max(newest["steps_per_s"], 1.0)
         step_now = newest["train_step"] + rate * (time.time() - newest["unix_time"])
         export_step = math.ceil((step_now + chunk) / interval) * interval
@@ -75,10 +65,10 @@ def stop_once(cluster, delay_s: float) -> dict:
     learner.send_signal(signal.SIGTERM)
     code = learner.wait(timeout=600)
     exit_s = time.time() - signalled
-    stopped = [r for r in learner_reports(cluster, "learner_stopped") if r["unix_time"] > signalled]
+    stopped = cluster.reports("learner", "learner_stopped", signalled)
     if code != 128 + signal.SIGTERM or not stopped:
         fail(PROGRAM, f"the learner exited with {code} on SIGTERM without its checkpoint")
-    exports = [r for r in learner_reports(cluster, "policy_export") if r["unix_time"] > signalled]
+    exports = cluster.reports("learner", "policy_export", signalled)
     return {
         "exit_s": round(exit_s, 2),
         "checkpoint_written_s": stopped[-1]["seconds_since_signal"],
@@ -89,11 +79,9 @@ def stop_once(cluster, delay_s: float) -> dict:
 
 
 def run(args) -> dict:
-    from distributed_sac.tools import cluster as cluster_lib
-
-    config = harness.load_config(args.gin_file, args.gin_bindings)
     work_dir = tempfile.mkdtemp(prefix="learner-stop-")
-    cluster = harness.BenchCluster(args.gin_file, args.gin_bindings, work_dir)
+    cluster = harness.BenchCluster(PROGRAM, args.gin_file, args.gin_bindings, work_dir)
+    config = cluster.config
     stops = []
     try:
         cluster.start_server()
@@ -113,10 +101,10 @@ def run(args) -> dict:
             cluster.start_learner()
     finally:
         cluster.stop_all()
-    progress = learner_reports(cluster, "learner_progress")
+    progress = cluster.reports("learner", "learner_progress")
     rate = statistics.median(r["steps_per_s"] for r in progress if r["steps_per_s"] > 0)
-    exports = [r["seconds"] for r in learner_reports(cluster, "policy_export")]
-    checkpoints = [r["seconds"] for r in learner_reports(cluster, "learner_checkpoint")]
+    exports = [r["seconds"] for r in cluster.reports("learner", "policy_export")]
+    checkpoints = [r["seconds"] for r in cluster.reports("learner", "learner_checkpoint")]
     checkpoints += [s["stop_checkpoint_s"] for s in stops]
     chunk_s = config.weight_push_interval / rate
     worst = chunk_s + max(exports, default=0.0) + 2 * max(checkpoints)
@@ -135,13 +123,13 @@ def run(args) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print()
-    for index, stop in enumerate(result["stops"], 1):
-        how = "with a policy export" if stop["exported_on_the_way"] else "no export"
-        print(
-            f"stop {index}: exit {stop['exit_s']} s after SIGTERM, checkpoint written at "
-            f"{stop['checkpoint_written_s']} s ({how}, train step {stop['train_step']})"
-        )
+    rows = [
+        (f"stop {index}:", stop["exit_s"], stop["checkpoint_written_s"])
+        + ("yes" if stop["exported_on_the_way"] else "no", stop["train_step"])
+        for index, stop in enumerate(result["stops"], 1)
+    ]
+    header = ("", "exit (s after SIGTERM)", "checkpoint written (s)", "policy export", "train step")
+    harness.print_table(rows, header, f"{len(rows)} SIGTERMs to a training learner")
     exports, checkpoints = result["policy_export_s"], result["checkpoint_s"]
     print(
         f"policy export: {len(exports)}, longest {max(exports, default=None)} s; checkpoint: "
@@ -156,15 +144,17 @@ def print_table(result: dict) -> None:
 
 
 def main() -> None:
-    parser = harness.parser(PROGRAM, __doc__, "gin/smoke.gin, 2 stops", root_dir=False)
+    # A final step the learner does not reach meanwhile.
+    quick = {
+        "gin_file": SMOKE_GIN,
+        "stops": 2,
+        "gin_bindings": ["RunConfig.num_iterations = 100000"],
+    }
+    parser = harness.Parser(PROGRAM, __doc__, quick)
     parser.add_argument("--stops", type=int, default=4)
-    args = parser.parse_args()
-    if args.quick:
-        args.gin_file, args.stops = harness.SMOKE_GIN, 2
-        args.gin_bindings.append("RunConfig.num_iterations = 100000")  # never done meanwhile
+    args = parser.parse()
     if args.stops < 1:
         fail(PROGRAM, "--stops must be at least 1")
-    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
     result = run(args)
     result.update(harness.provenance(args.gin_file, args.gin_bindings))
     print_table(result)

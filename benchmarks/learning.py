@@ -1,42 +1,31 @@
 """Learning per env step and per hour: the tutorial's synchronous loop against the cluster.
 
-    .venv/bin/python benchmarks/learning.py [--env_steps 50000] [--eval_every 5000]
+    .venv/bin/python -m benchmarks.learning [--env_steps 50000] [--eval_every 5000]
         [--eval_episodes 10] [--seeds 0,1] [--output_dir learning-results] [--quick]
 
-For each seed, one run after another, each in fresh processes:
-  loop     the tutorial's synchronous loop (benchmarks/tutorial_loop.py): the random initial
-           collection, then collect one step and train one step, in one process
-  cluster  the launcher behind launch/local.sh: replay server, learner, one collector and the
-           evaluator, at one gradient step per env step (held by the experience table's limiter)
-then the cluster once more with the first seed, to show how close two runs with one seed come.
-Both spend the same env-step budget (the cluster's learner stops at budget - initial collection
-train steps, as the loop does) and score the greedy policy with the same code
-(distributed_sac.acting.evaluation): after the random initial collection and every --eval_every env
-steps after it, --eval_episodes episodes on an environment seeded apart from collection.
-
-Env steps are experience items stored, counted alike in both: one per environment step as
-TF-Agents' Actor counts them (the reset step between two episodes is not counted). Wall time
-runs from the start of a run's first process. The loop's clock stops while it evaluates; the
-cluster's evaluator runs beside training, and each of its points is timed when it pulled the
-weights it scores.
-
-Writes to --output_dir (which must be new or empty): loop-seed<S>/ and cluster-seed<S>[-repeat]/
-(each run's metrics and logs), learning.json (every curve and the summary) and learning.png
-(AverageReturn against env steps and against wall time). Prints the tables.
+Per seed, one after another: the tutorial's loop (benchmarks/tutorial_loop.py, one process) and
+the cluster (the launcher: replay server, learner, one collector, evaluator, at one train step
+per env step); then the cluster again with the first seed, to show how close two runs with one
+seed come. Both spend the same env-step budget and score the greedy policy with the same code
+(distributed_sac.acting.evaluation) after the random initial collection and every --eval_every env steps.
+Env steps are experience items stored, counted alike in both (as TF-Agents' Actor counts them: a
+reset step between episodes is not). Wall time runs from the start of a run's first process; the
+loop's clock stops while it evaluates, and each cluster point is timed when the evaluator pulled
+the weights it scores. Writes to --output_dir (new or empty) each run's directory, learning.json
+(every curve and the summary) and learning.png (AverageReturn against env steps and wall time).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 
-import harness
-from harness import SMOKE_GIN, fail, load_config
+from benchmarks import harness
+from benchmarks.harness import SMOKE_GIN, fail
+from distributed_sac.acting import evaluation
+from distributed_sac.layout import METRICS, RunDir
 
 PROGRAM = "learning"
 
@@ -47,14 +36,11 @@ PROGRAM = "learning"
 def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, started_at):
     """The tutorial's loop for `env_steps`, evaluated every `eval_every` env steps (a part: runs
     in its own process, started at unix time `started_at`)."""
-    from tutorial_loop import TutorialLoop
-
-    from distributed_sac.acting import evaluation
+    from benchmarks.tutorial_loop import TutorialLoop
     from distributed_sac.builder import Builder
-    from distributed_sac.layout import METRICS
     from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 
-    config = load_config(gin_file, [*bindings, f"RunConfig.seed = {seed}"])
+    config = harness.load_config(PROGRAM, gin_file, [*bindings, f"RunConfig.seed = {seed}"])
     # Seeding an environment seeds the process's global generators (Minitaur's randomizer draws
     # from them): the collect environment, made second, sets them as a collector does.
     eval_env = evaluation.make_eval_env(Builder(config))
@@ -90,16 +76,10 @@ def run_loop(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run
     return {"points": points, "seconds": points[-1]["wall_s"]}
 
 
-def run_launcher(
-    gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, timeout_s
-):
+def run_cluster(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, run_dir, timeout_s):
     """The local cluster (the launcher behind launch/local.sh) with one collector for the same
     budget; its evaluator's points."""
-    from distributed_sac.acting import evaluation
-    from distributed_sac.layout import RunDir
-    from distributed_sac.runtime import processes
-
-    config = load_config(gin_file, bindings)
+    config = harness.load_config(PROGRAM, gin_file, bindings)
     cluster_bindings = [
         *bindings,
         f"RunConfig.seed = {seed}",
@@ -107,33 +87,17 @@ def run_launcher(
         f"RunConfig.eval_interval = {eval_every}",
         f"RunConfig.num_eval_episodes = {eval_episodes}",
     ]
-    args = ["--root_dir", run_dir, "--port", str(harness.free_port()), "--num_collectors", "1"]
-    log_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".log")
-    started_at = time.time()
-    launcher = processes.Process.module(
-        "tools.launcher", [*args, *harness.gin_flags([gin_file], cluster_bindings)], log_path
-    )
-    try:
-        code = launcher.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:  # timed out, or this benchmark was interrupted: the launcher stops its roles
-        processes.stop([launcher], grace_s=30)
-    if code is None:
-        fail(PROGRAM, f"cluster run {run_dir} took over {timeout_s:.0f}s; see {log_path}")
+    log_path = f"{run_dir}.log"
+    with harness.LauncherRun(PROGRAM, run_dir, gin_file, cluster_bindings, 1, log_path) as run:
+        code = run.finish(timeout_s)
     if code != 0:
         fail(PROGRAM, f"cluster run {run_dir} failed (exit {code}); see {log_path}")
     evaluations, _ = evaluation.read_evaluations(RunDir(run_dir).metrics)
     if not evaluations:
         fail(PROGRAM, f"cluster run {run_dir} wrote no evaluation; see {log_path}")
+    keys = ("train_step", "env_steps", "AverageReturn", "AverageEpisodeLength")
     points = [
-        {
-            "train_step": e["train_step"],
-            "env_steps": e["env_steps"],
-            "AverageReturn": e["AverageReturn"],
-            "AverageEpisodeLength": e["AverageEpisodeLength"],
-            "wall_s": e["weights_time"] - started_at,
-        }
+        {**{key: e[key] for key in keys}, "wall_s": e["weights_time"] - run.started_at}
         for e in evaluations
     ]
     return {"points": points, "seconds": points[-1]["wall_s"]}
@@ -252,10 +216,6 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def _number(value, digits=3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def print_tables(result: dict) -> None:
     runs, summary, setup = result["runs"], result["summary"], result["setup"]
     print(
@@ -263,28 +223,32 @@ def print_tables(result: dict) -> None:
         f"{result['date']}: {setup['gin_file']}, {setup['env_steps']} env steps, evaluation "
         f"every {setup['eval_every']} env steps with {setup['eval_episodes']} episodes"
     )
-    print("\nAverageReturn at each evaluation (env steps in brackets), wall minutes at the end")
-    names = [run["name"] for run in runs]
-    print("train_step  " + "".join(f"{name:>24}" for name in names))
+    rows = []
     for k in range(max(len(run["points"]) for run in runs)):
-        step = next(run["points"][k]["train_step"] for run in runs if k < len(run["points"]))
-        cells = []
-        for run in runs:
-            if k < len(run["points"]):
-                p = run["points"][k]
-                cells.append(f"{p['AverageReturn']:8.3f} ({p['env_steps']:>6})")
-            else:
-                cells.append("-")
-        print(f"{step:>10}  " + "".join(f"{cell:>24}" for cell in cells))
-    minutes = "".join(f"{run['seconds'] / 60:>24.1f}" for run in runs)
-    print(f"{'minutes':>10}  {minutes}")
-
-    print("\nAt the loop's evaluation env steps (cluster runs interpolated between evaluations)")
-    print(f"{'env steps':>10}  {'loop min..max':>18}  {'cluster mean':>12}  within or above")
-    for row in summary["at_equal_env_steps"]:
-        span = f"{min(row['loop_returns']):.3f}..{max(row['loop_returns']):.3f}"
-        verdict = "yes" if row["within_or_above"] else "no"
-        print(f"{row['env_steps']:>10}  {span:>18}  {row['cluster_mean']:>12.3f}  {verdict}")
+        points = [run["points"][k] if k < len(run["points"]) else None for run in runs]
+        step = next(p["train_step"] for p in points if p)
+        rows.append(
+            [step] + [p and f"{p['AverageReturn']:.3f} ({p['env_steps']:>6})" for p in points]
+        )
+    rows.append(["minutes", *(f"{run['seconds'] / 60:.1f}" for run in runs)])
+    harness.print_table(
+        rows,
+        ["train_step", *(run["name"] for run in runs)],
+        "AverageReturn at each evaluation (env steps in brackets), wall minutes at the end",
+    )
+    harness.print_table(
+        [
+            (
+                row["env_steps"],
+                f"{min(row['loop_returns']):.3f}..{max(row['loop_returns']):.3f}",
+                f"{row['cluster_mean']:.3f}",
+                "yes" if row["within_or_above"] else "no",
+            )
+            for row in summary["at_equal_env_steps"]
+        ],
+        ("env steps", "loop min..max", "cluster mean", "within or above"),
+        "At the loop's evaluation env steps (cluster runs interpolated between evaluations)",
+    )
     count = len(summary["at_equal_env_steps"])
     print(
         f"\ncluster within the loop's seed range or above at {summary['points_within_or_above']}"
@@ -311,10 +275,10 @@ def print_tables(result: dict) -> None:
     same = summary["same_seed"]
     if same:
         first = [p["AverageReturn"] for p in same["first_evaluation"]]
+        gaps = [harness.cell(same[key]) for key in ("mean_abs_gap", "mean_abs_gap_other_seeds")]
         print(
-            f"same seed {same['seed']} twice: mean |gap| {_number(same['mean_abs_gap'])} "
-            f"(other seeds: {_number(same['mean_abs_gap_other_seeds'])}); first evaluations "
-            f"{first[0]:.6f} and {first[1]:.6f}"
+            f"same seed {same['seed']} twice: mean |gap| {gaps[0]} (other seeds: {gaps[1]}); "
+            f"first evaluations {first[0]:.6f} and {first[1]:.6f}"
         )
 
 
@@ -330,28 +294,24 @@ def draw(result: dict, output: str) -> None:
         }
         points = [dict(p, minutes=p["wall_s"] / 60) for p in run["points"]]
         lines.append((run["name"], points, style))
-    setup = result["setup"]
-    draw_figure(
-        lines,
-        output,
-        f"{os.path.basename(setup['gin_file'])}: tutorial loop vs cluster (1 collector, UTD 1), "
-        f"{result['machine']['cores']} cores",
-        1300,
-        500,
-        100,
-        panels=(
-            ("env_steps", "environment steps (experience items stored)"),
-            ("minutes", "minutes since the run started"),
-        ),
+    title = (
+        f"{os.path.basename(result['setup']['gin_file'])}: tutorial loop vs cluster "
+        f"(1 collector, UTD 1), {result['machine']['cores']} cores"
     )
+    panels = (
+        ("env_steps", "environment steps (experience items stored)"),
+        ("minutes", "minutes since the run started"),
+    )
+    draw_figure(lines, output, title, 1300, 500, 100, panels=panels)
 
 
 # ---------------------------------------------------------------- orchestration
 
 
 def _parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    harness.add_gin_arguments(parser)
+    quick = {"gin_file": SMOKE_GIN, "env_steps": 400, "eval_every": 100, "eval_episodes": 2}
+    quick["cluster_timeout_s"] = 600
+    parser = harness.Parser(PROGRAM, __doc__, quick, output=False, parts=PARTS)
     parser.add_argument("--env_steps", type=int, default=50_000, help="env-step budget per run")
     parser.add_argument("--eval_every", type=int, default=5_000, help="env steps")
     parser.add_argument("--eval_episodes", type=int, default=10)
@@ -361,30 +321,23 @@ def _parse_args():
     )
     parser.add_argument("--output_dir", default="learning-results")
     parser.add_argument("--cluster_timeout_s", type=float, default=4 * 3600)
-    parser.add_argument("--quick", action="store_true", help="tiny runs on gin/smoke.gin (tests)")
     parser.add_argument(
         "--summarize",
         metavar="DIR",
         help="run nothing: recompute the summary, tables and plot of DIR/learning.json",
     )
-    parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
-    parser.add_argument("--part_args", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    return parser.parse()
 
 
 def _check(args):
     """Bad arguments stop the benchmark in one line before any run starts."""
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        fail(PROGRAM, f"--seeds must be like 0,1; got {args.seeds!r}")
+    seeds = harness.numbers(PROGRAM, "seeds", args.seeds, "0,1")
     if len(set(seeds)) < 2 or min(seeds) < 0:
         fail(PROGRAM, f"--seeds needs at least two distinct non-negative seeds; got {args.seeds!r}")
     for name in ("eval_every", "eval_episodes"):
         if getattr(args, name) < 1:
             fail(PROGRAM, f"--{name} must be at least 1, got {getattr(args, name)}")
-    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
-    initial = load_config(args.gin_file, args.gin_bindings).initial_collect_steps
+    initial = args.config.initial_collect_steps
     if args.env_steps <= initial:
         fail(
             PROGRAM,
@@ -402,16 +355,9 @@ def _check(args):
 
 def main() -> None:
     args = _parse_args()
-    if args.part:  # a child process running one part
-        harness.serve_part(PARTS, args.part, args.part_args)
-        return
     if args.summarize:
         resummarize(args.summarize)
         return
-    if args.quick:
-        args.gin_file = SMOKE_GIN
-        args.env_steps, args.eval_every, args.eval_episodes = 400, 100, 2
-        args.cluster_timeout_s = 600
     seeds, output_dir = _check(args)
     os.makedirs(output_dir, exist_ok=True)
     common = {
@@ -433,16 +379,15 @@ def main() -> None:
             os.makedirs(run_dir)
             run = harness.run_part(
                 PROGRAM,
-                os.path.abspath(__file__),
                 "loop",
-                log_path=run_dir + ".log",
+                f"{run_dir}.log",
                 **common,
                 seed=seed,
                 run_dir=run_dir,
                 started_at=time.time(),
             )
         else:
-            run = run_launcher(
+            run = run_cluster(
                 **common, seed=seed, run_dir=run_dir, timeout_s=args.cluster_timeout_s
             )
         runs.append({"name": name, "kind": kind, "seed": seed, "repeat": repeat, **run})
@@ -451,24 +396,17 @@ def main() -> None:
             f"{run['points'][-1]['AverageReturn']:.3f}",
             flush=True,
         )
-
-    result = {
-        "machine": harness.machine(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "setup": {**common, "seeds": seeds},
-        "runs": runs,
-    }
+    provenance = harness.provenance(args.gin_file, args.gin_bindings)
+    result = {**provenance, "setup": {**common, "seeds": seeds}, "runs": runs}
     report(result, output_dir)
 
 
 def report(result: dict, output_dir: str) -> None:
     """Summarizes the runs into learning.json and learning.png in `output_dir`; prints it."""
     result["summary"] = summarize(result["runs"])
-    with open(os.path.join(output_dir, "learning.json"), "w") as out:
-        json.dump(result, out, indent=2)
+    harness.write_figures(os.path.join(output_dir, "learning.json"), result)
     draw(result, os.path.join(output_dir, "learning.png"))
     print_tables(result)
-    print(f"\nwrote {output_dir}/learning.json and learning.png")
 
 
 def resummarize(output_dir: str) -> None:

@@ -1,23 +1,17 @@
 """Many collectors: C collectors against one replay server until the learner's final step.
 
-    .venv/bin/python benchmarks/many_collectors.py --num_collectors 16 --train_steps 12000 \\
+    .venv/bin/python -m benchmarks.many_collectors --num_collectors 16 --train_steps 12000 \\
         --output docs/many_collectors.json [--root_dir /var/tmp/runs/many]
-    .venv/bin/python benchmarks/many_collectors.py --quick   # gin/smoke.gin, 8 collectors
+    .venv/bin/python -m benchmarks.many_collectors --quick   # gin/smoke.gin, 8 collectors
 
-It runs the launcher (what launch/local.sh runs) on the config (default gin/minitaur_tutorial.gin,
-UTD 1) to --train_steps, samples the replay server's cumulative counters every --interval_s
-seconds, and reads each role's reports from its log once the run has ended. It prints, and writes
-to --output as JSON:
-  - the effective update-to-data ratio: train steps per inserted pair between the first and the
-    last sample of the training (a window of minutes: the train step the server sees moves in
-    pushes of weight_push_interval, and the feed's slack of undrained pairs is full at both
-    ends once collectors outpace the learner), against the configured updates_per_env_step;
-    target within 2%;
-  - each collector's inserted pairs (target: every one inserted, none starved);
-  - the end: every collector and the learner stopped by themselves at the final step, no
-    restart, no traceback in a role's log, the launcher exited 0 with "all roles exited cleanly";
-  - the launcher's output: how many lines, and whether each is one timestamped line.
-Exit code 1 if the run failed; a missed target is reported, not an error.
+The launcher runs to --train_steps (the config at UTD 1), the server's counters sampled every
+--interval_s seconds, each role's reports read from its log at the end. Targets: the effective
+update-to-data ratio (train steps per inserted pair between the first and last sample of the
+training: a window of minutes, since the train step the server sees moves in pushes) within 2%
+of updates_per_env_step; every collector inserted; the learner and every collector stopped by
+themselves at the final step, no restart, no traceback, the launcher exited 0 with "all roles
+exited cleanly", each of its lines one timestamped line. A missed target is reported, not an
+error.
 """
 
 from __future__ import annotations
@@ -28,26 +22,14 @@ import statistics
 import tempfile
 import time
 
-import harness
-from harness import fail
+from benchmarks import harness
+from benchmarks.harness import SMOKE_GIN, fail
+from distributed_sac.layout import RunDir
+from distributed_sac.reports import fields_of
 
 PROGRAM = "many_collectors"
-STARTUP_TIMEOUT_S = 300
 UTD_TOLERANCE = 0.02
 LAUNCHER_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] \S")
-
-
-def sample(run: harness.LauncherRun, start: float) -> dict | None:
-    counters = run.counters()
-    if counters is None:
-        return None
-    return {
-        "t_s": round(time.monotonic() - start, 1),
-        "train_step": counters["train_step"],
-        "inserts": counters["inserts"],
-        "drained": counters["drained"],
-        "table_sizes": counters["table_sizes"],
-    }
 
 
 def window_ratio(samples: list[dict], final_step: int) -> dict | None:
@@ -71,8 +53,6 @@ def window_ratio(samples: list[dict], final_step: int) -> dict | None:
 
 def collector_figures(run_dir, num_collectors: int) -> dict:
     """{collector name: pairs it inserted and whether it stopped by itself}, from its log."""
-    from distributed_sac.reports import fields_of
-
     figures = {}
     for task in range(num_collectors):
         name = f"collector-{task}"
@@ -97,8 +77,6 @@ def tracebacks(run_dir) -> dict:
 
 
 def analyse(args, config, samples, run_dir, output: str, exit_code: int, restarts) -> dict:
-    from distributed_sac.reports import fields_of
-
     configured = config.updates_per_env_step
     window = window_ratio(samples, args.train_steps)
     deviation = window and window["updates_per_insert"] / configured - 1
@@ -162,80 +140,51 @@ def print_table(result: dict) -> None:
 
 
 def run(args) -> dict:
-    from distributed_sac.layout import RunDir
-
-    config = harness.load_config(args.gin_file, args.gin_bindings)
+    config = args.config
     if config.updates_per_env_step is None:
         fail(PROGRAM, "the config leaves the update-to-data ratio free; set updates_per_env_step")
     root_dir = os.path.abspath(args.root_dir or tempfile.mkdtemp(prefix="many-collectors-"))
-    os.makedirs(root_dir, exist_ok=True)
     bindings = [f"RunConfig.num_iterations = {args.train_steps}", *args.gin_bindings]
-    cluster = harness.LauncherRun(
-        PROGRAM, root_dir, args.num_collectors, harness.gin_flags([args.gin_file], bindings)
-    )
     print(f"{PROGRAM}: {args.num_collectors} collectors to step {args.train_steps}, {root_dir}")
     samples = []
-    try:
-        cluster.wait_for_server(STARTUP_TIMEOUT_S)
-        start = time.monotonic()
-        while cluster.process.poll() is None:
-            figures = sample(cluster, start)
-            if figures is not None:
-                samples.append(figures)
+    with harness.LauncherRun(
+        PROGRAM, root_dir, args.gin_file, bindings, args.num_collectors
+    ) as launcher:
+        for sample in launcher.samples(args.interval_s, timeout_s=args.timeout_s):
+            if sample["inserts"] is not None:  # None: the server did not answer
+                samples.append(sample)
                 print(
-                    f"[{figures['t_s'] / 60:5.1f} min] train_step {figures['train_step']}  "
-                    f"inserts {figures['inserts']}  tables {figures['table_sizes']}",
+                    f"[{sample['t_s'] / 60:5.1f} min] train_step {sample['train_step']}  "
+                    f"inserts {sample['inserts']}  tables {sample['table_sizes']}",
                     flush=True,
                 )
-            if time.monotonic() - start > args.timeout_s:
-                fail(PROGRAM, f"the run did not end in {args.timeout_s:.0f} s")
-            time.sleep(args.interval_s)
-        minutes = (time.monotonic() - start) / 60
-    except BaseException:
-        cluster.kill()
-        raise
-    exit_code = cluster.finish(interrupt=False, timeout_s=60)
-    result = analyse(
-        args,
-        config,
-        samples,
-        RunDir(root_dir),
-        cluster.process.output(),
-        exit_code,
-        cluster.restarts(),
-    )
-    result.update(
-        {
-            **harness.provenance(args.gin_file, args.gin_bindings),
-            "num_collectors": args.num_collectors,
-            "train_steps": args.train_steps,
-            "run_minutes": round(minutes, 2),
-            "interval_s": args.interval_s,
-            "samples": samples,
-        }
-    )
-    return result
+        minutes = (time.monotonic() - launcher.sampled_from) / 60
+        exit_code = launcher.finish(timeout_s=60)
+    output, restarts = launcher.process.output(), launcher.restarts()
+    result = analyse(args, config, samples, RunDir(root_dir), output, exit_code, restarts)
+    return {
+        **result,
+        **harness.provenance(args.gin_file, args.gin_bindings),
+        "num_collectors": args.num_collectors,
+        "train_steps": args.train_steps,
+        "run_minutes": round(minutes, 2),
+        "interval_s": args.interval_s,
+        "samples": samples,
+    }
 
 
 def main() -> None:
-    parser = harness.parser(PROGRAM, __doc__, "gin/smoke.gin, 8 collectors, 3000 train steps")
+    quick = {"gin_file": SMOKE_GIN, "num_collectors": 8, "train_steps": 3000, "interval_s": 2}
+    parser = harness.Parser(PROGRAM, __doc__, quick, root_dir=True)
     parser.add_argument("--num_collectors", type=int, default=16)
     parser.add_argument("--train_steps", type=int, default=12_000)
     parser.add_argument("--interval_s", type=float, default=10)
     parser.add_argument("--timeout_s", type=float, default=3600)
-    args = parser.parse_args()
-    if args.quick:
-        args.gin_file, args.num_collectors, args.train_steps, args.interval_s = (
-            harness.SMOKE_GIN,
-            8,
-            3000,
-            2,
-        )
+    args = parser.parse()
     if args.num_collectors < 1:
         fail(PROGRAM, "--num_collectors must be at least 1")
     if args.train_steps < 1 or args.interval_s <= 0 or args.timeout_s <= 0:
         fail(PROGRAM, "--train_steps, --interval_s and --timeout_s must be positive")
-    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
     result = run(args)
     print_table(result)
     harness.write_figures(args.output, result)

@@ -1,47 +1,55 @@
 """Throughput of distributed_sac against this machine's limits and the tutorial's loop.
 
-    .venv/bin/python benchmarks/throughput.py [--cluster_seconds 300] [--num_collectors 1,2]
-                                              [--output throughput.json] [--quick]
+    .venv/bin/python -m benchmarks.throughput [--cluster_seconds 300] [--num_collectors 1,2]
+                                              [--output throughput.json] [--quick] [--tls]
 
-Measures in one run, each part in a fresh process so none inherits another's threads or memory:
-  env limit          raw environment steps/s, random actions, no policy, no Reverb; and the
+Each part runs in a fresh process, so none inherits another's threads or memory:
+  env limit          raw environment steps/s (random actions, no policy, no Reverb) and the
                      process CPU seconds per env step
-  learner limit      SAC train steps/s on one in-memory batch, many steps per tf.function call;
+  learner limit      SAC train steps/s on one in-memory batch, many steps per tf.function call,
                      and the process CPU seconds per train step
-  baseline           the tutorial's synchronous loop (collect 1 step, Learner.run(iterations=1),
-                     in-process Reverb), iterations/s
+  baseline           the tutorial's synchronous loop (benchmarks/tutorial_loop.py), iterations/s
   collectors alone   N collector processes feeding a replay server, no learner
-  learner alone      the learner process on what the collectors wrote, through the real data path
-                     (feed table -> its replay of --alone_replay_capacity pairs -> batches); its
-                     peak RSS
+  learner alone      the learner on what they wrote, through the real data path (feed table ->
+                     its replay of --alone_replay_capacity pairs -> batches), and its peak RSS
   cluster            replay server + learner + N collectors at update-to-data ratio 1
-  with --tls         collectors alone and the cluster again, the collectors reaching the server
-                     through a mutual-TLS tunnel (distributed_sac.tools.tunnel, both ends on this
-                     machine), as from another host; the ratios to the plain runs are its cost
+  with --tls         collectors alone and the cluster again behind a mutual-TLS tunnel (both
+                     ends on this machine, as from another host), and the ratios to the plain runs
 machine_limit_utd1 = cores / (CPU s per env step + CPU s per train step): the most train steps/s
-any design could reach here at one train step per env step.
-Prints a table and writes the figures as JSON (--output).
+any design could reach here at one train step per env step. Prints a table; --output: JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
 import shutil
 import tempfile
 import time
 
-import harness
-from harness import SMOKE_GIN, fail, load_config
-
+from benchmarks import harness
+from benchmarks.harness import SMOKE_GIN, fail
 from distributed_sac.runtime.processes import module_command, run_bounded
 from distributed_sac.runtime.rates import per_second
+from distributed_sac.runtime.waits import poll_until
 
 PROGRAM = "throughput"
 # Alone-phases run free (no ratio limiter) and start acting with the policy early.
 FREE_RUNNING = ("RunConfig.updates_per_env_step = None", "RunConfig.initial_collect_steps = 1000")
+QUICK = {
+    "gin_file": SMOKE_GIN,
+    "gin_bindings": ["RunConfig.num_iterations = 100000", "RunConfig.updates_per_env_step = 1.0"],
+    **dict.fromkeys(("cluster_seconds", "alone_seconds", "limit_seconds", "baseline_seconds"), 4),
+    "alone_replay_capacity": 100_000,
+}
+# The best cluster run's figures the JSON repeats as cluster_<name>.
+CLUSTER_HEADLINES = (
+    "num_collectors",
+    "learner_steps_per_s",
+    "env_steps_per_s",
+    "inserts_per_s",
+    "drained_per_s",
+    "mean_policy_lag_steps",
+)
 
 
 # ---------------------------------------------------------------- in-process measurements
@@ -52,18 +60,15 @@ def measure_env_limit(gin_file: str, bindings, seconds: float) -> dict:
 
     from distributed_sac.builder import Builder
 
-    env = Builder(load_config(gin_file, bindings)).make_env(seed=0)
+    env = Builder(harness.load_config(PROGRAM, gin_file, bindings)).make_env(seed=0)
     spec = env.action_spec()
     rng = np.random.default_rng(0)
     env.reset()
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(spec.dtype))
-        steps += 1
-    return {
-        "env_limit": steps / (time.perf_counter() - start),
-        "cpu_s_per_env_step": (time.process_time() - cpu_start) / steps,
-    }
+    rate, cpu_s = harness.steps_per_s(
+        lambda: env.step(rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(spec.dtype)),
+        seconds,
+    )
+    return {"env_limit": rate, "cpu_s_per_env_step": cpu_s}
 
 
 def _random_batch(builder, batch_size: int):
@@ -94,7 +99,7 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
     from distributed_sac.builder import Builder
     from distributed_sac.runtime import cli
 
-    builder = Builder(load_config(gin_file, bindings))
+    builder = Builder(harness.load_config(PROGRAM, gin_file, bindings))
     cli.set_tf_threads(builder.config.learner_tf_threads)  # as the learner role does
     agent = builder.make_agent(train_utils.create_train_step())
     batch = _random_batch(builder, builder.config.batch_size)
@@ -107,31 +112,20 @@ def measure_learner_limit(gin_file: str, bindings, seconds: float) -> dict:
         return loss
 
     train(tf.constant(10))  # trace and warm up
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        train(tf.constant(50))
-        steps += 50
-    return {
-        "learner_limit": steps / (time.perf_counter() - start),
-        # Every thread of the process: TensorFlow's intra- and inter-op pools included.
-        "cpu_s_per_train_step": (time.process_time() - cpu_start) / steps,
-    }
+    rate, cpu_s = harness.steps_per_s(lambda: train(tf.constant(50)), seconds, per_call=50)
+    return {"learner_limit": rate, "cpu_s_per_train_step": cpu_s}
 
 
 def measure_baseline(gin_file: str, bindings, seconds: float, root_dir: str) -> dict:
     """The tutorial's loop as its notebook writes it, with this run's hyperparameters."""
-    from tutorial_loop import TutorialLoop
+    from benchmarks.tutorial_loop import TutorialLoop
 
-    loop = TutorialLoop(load_config(gin_file, bindings), root_dir, seed=0)
+    loop = TutorialLoop(harness.load_config(PROGRAM, gin_file, bindings), root_dir, seed=0)
     loop.collect_initial()
     loop.iterate(20)  # warm up: tracing and the first policy save
-    iterations, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        loop.iterate(10)
-        iterations += 10
-    elapsed = time.perf_counter() - start
+    rate, _ = harness.steps_per_s(lambda: loop.iterate(10), seconds, per_call=10)
     loop.close()
-    return {"baseline_it_per_s": iterations / elapsed}
+    return {"baseline_it_per_s": rate}
 
 
 # ---------------------------------------------------------------- the roles as processes
@@ -143,7 +137,7 @@ def _collector_rates(
     """Each collector's env steps/s from its progress reports, and the mean policy lag."""
     rates, lags = [], []
     for task in tasks:
-        reports = cluster.collector_reports(task, since)
+        reports = cluster.reports(f"collector-{task}", "collector_progress", since)
         if len(reports) < 2:
             raise RuntimeError(f"collector {task} logged under 2 progress reports in the window")
         first, last = reports[0], reports[-1]
@@ -166,7 +160,7 @@ def _window(cluster: harness.BenchCluster, seconds: float) -> tuple[dict, dict, 
     start_wall = time.time()
     begin = {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}
     # The window's length, checking every 2 s that no role exited (check_alive raises).
-    harness.poll_until(cluster.roles.check_alive, seconds, interval_s=2.0)
+    poll_until(cluster.roles.check_alive, seconds, interval_s=2.0)
     return begin, {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}, start_wall
 
 
@@ -181,14 +175,14 @@ def _cpu_per_step(begin: dict, end: dict, roles, steps: float) -> float | None:
 
 
 def measure_alone(
-    gin_file: str,
+    gin_file,
     bindings,
-    num_collectors: int,
-    seconds: float,
-    work_dir: str,
-    with_learner: bool,
-    replay_capacity: int,
-    tls_dir: str | None = None,
+    num_collectors,
+    seconds,
+    work_dir,
+    with_learner,
+    replay_capacity,
+    tls_dir=None,
 ) -> dict:
     """Collectors feeding a server with no learner, then the learner alone on what they wrote,
     both with a replay of `replay_capacity` pairs."""
@@ -198,9 +192,8 @@ def measure_alone(
     from distributed_sac.tools import monitor
 
     capacity = f"RunConfig.replay_capacity = {replay_capacity}"
-    cluster = harness.BenchCluster(
-        gin_file, (*bindings, *FREE_RUNNING, capacity), work_dir, tls_dir
-    )
+    bindings = (*bindings, *FREE_RUNNING, capacity)
+    cluster = harness.BenchCluster(PROGRAM, gin_file, bindings, work_dir, tls_dir)
     try:
         cluster.start_server()
         # Collectors act with the policy once weights exist: push initial ones as a learner would.
@@ -242,19 +235,12 @@ def measure_alone(
         cluster.stop_all()
 
 
-def measure_cluster(
-    gin_file: str,
-    bindings,
-    num_collectors: int,
-    seconds: float,
-    work_dir: str,
-    tls_dir: str | None = None,
-) -> dict:
+def measure_cluster(gin_file, bindings, num_collectors, seconds, work_dir, tls_dir=None) -> dict:
     """Server, learner and collectors at the config's update-to-data ratio (the collectors
     through a mutual-TLS tunnel, with `tls_dir`)."""
     from distributed_sac.tools import monitor
 
-    cluster = harness.BenchCluster(gin_file, bindings, work_dir, tls_dir)
+    cluster = harness.BenchCluster(PROGRAM, gin_file, bindings, work_dir, tls_dir)
     if cluster.config.updates_per_env_step != 1:
         raise RuntimeError("the cluster is measured at RunConfig.updates_per_env_step = 1")
     try:
@@ -308,8 +294,7 @@ def measure_cluster(
 def _run_part(part: str, log_dir: str, **kwargs) -> dict:
     label = f"{part}{kwargs.get('num_collectors', '')}{'-tls' if kwargs.get('tls_dir') else ''}"
     print(f"... {label}", flush=True)
-    log_path = os.path.join(log_dir, f"{label}.log")
-    return harness.run_part(PROGRAM, os.path.abspath(__file__), part, log_path, **kwargs)
+    return harness.run_part(PROGRAM, part, os.path.join(log_dir, f"{label}.log"), **kwargs)
 
 
 PARTS = {
@@ -319,14 +304,6 @@ PARTS = {
     "alone": measure_alone,
     "cluster": measure_cluster,
 }
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.2f}" if value < 10 else f"{value:.1f}"
-    if isinstance(value, list):
-        return ", ".join(_format(v) for v in value)
-    return str(value)
 
 
 def print_table(figures: dict) -> None:
@@ -347,12 +324,8 @@ def print_table(figures: dict) -> None:
         ),
     ]
     for run in figures["collectors_alone"]:
-        rows.append(
-            (
-                f"  {run['num_collectors']} collector(s) alone: env steps/s total",
-                run["env_steps_per_s"],
-            )
-        )
+        n = run["num_collectors"]
+        rows.append((f"  {n} collector(s) alone: env steps/s total", run["env_steps_per_s"]))
     for run in figures["cluster_runs"]:
         n = run["num_collectors"]
         rows += [
@@ -363,7 +336,7 @@ def print_table(figures: dict) -> None:
             ("  mean policy lag (train steps)", run["mean_policy_lag_steps"]),
         ]
     for cost in figures.get("tls_cost", []):
-        n = cost["num_collectors"]
+        n, tunnel_s = cost["num_collectors"], cost["tunnel_cpu_s_per_pair"]
         rows += [
             (
                 f"TLS tunnel, {n} collector(s) alone: env steps/s total (vs plain)",
@@ -373,12 +346,7 @@ def print_table(figures: dict) -> None:
                 f"TLS tunnel, cluster UTD 1, {n} collector(s): learner steps/s (vs plain)",
                 [cost["cluster_learner_steps_per_s"], cost["cluster_vs_plain"]],
             ),
-            (
-                "  tunnel CPU ms per pair (both ends)",
-                None
-                if cost["tunnel_cpu_s_per_pair"] is None
-                else 1000 * cost["tunnel_cpu_s_per_pair"],
-            ),
+            ("  tunnel CPU ms per pair (both ends)", tunnel_s and 1000 * tunnel_s),
         ]
     rows += [
         ("collector_vs_env_limit (target >= 0.9)", figures["collector_vs_env_limit"]),
@@ -390,21 +358,14 @@ def print_table(figures: dict) -> None:
     for run in figures["collection_scaling"]:
         label = f"{run['num_collectors']} collector(s) alone / (env limit x {run['cores']} cores)"
         rows.append((f"{label} (target >= 0.85)", run["ratio"]))
-    width = max(len(label) for label, _ in rows)
-    print(
-        f"\nthroughput on {figures['machine']['cores']} cores, {figures['machine']['cpu_model']}, "
-        f"{figures['date']}"
-    )
-    for label, value in rows:
-        print(f"{label:<{width}}  {_format(value)}")
+    machine = figures["machine"]
+    title = f"throughput on {machine['cores']} cores, {machine['cpu_model']}, {figures['date']}"
+    harness.print_table(rows, title=title)
 
 
 def _parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    harness.add_gin_arguments(parser)
-    parser.add_argument(
-        "--cluster_seconds", type=float, default=300, help="cluster window, seconds"
-    )
+    parser = harness.Parser(PROGRAM, __doc__, QUICK, parts=PARTS)
+    parser.add_argument("--cluster_seconds", type=float, default=300, help="cluster window")
     parser.add_argument("--alone_seconds", type=float, default=60, help="alone-phase window")
     parser.add_argument("--limit_seconds", type=float, default=30, help="env/learner limit window")
     parser.add_argument("--baseline_seconds", type=float, default=120)
@@ -421,57 +382,30 @@ def _parse_args():
         help="also measure collectors alone and the cluster with the collectors behind a "
         "mutual-TLS tunnel (stunnel4 and openssl needed), and the ratios to the plain runs",
     )
-    parser.add_argument("--output", help="write the figures as JSON here")
-    parser.add_argument("--quick", action="store_true", help="tiny run on gin/smoke.gin (tests)")
-    parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
-    parser.add_argument("--part_args", help=argparse.SUPPRESS)
-    return parser.parse_args()
-
-
-def _check(args) -> list[int]:
-    """Bad arguments stop the benchmark in one line before any part runs; the sweep."""
-    try:
-        sweep = sorted({int(n) for n in args.num_collectors.split(",")})
-    except ValueError:
-        fail(PROGRAM, f"--num_collectors must be like 1,2; got {args.num_collectors!r}")
-    if not sweep or sweep[0] < 1:
+    args = parser.parse()
+    sweep = sorted(set(harness.numbers(PROGRAM, "num_collectors", args.num_collectors, "1,2")))
+    if sweep[0] < 1:
         fail(PROGRAM, "--num_collectors needs counts of at least 1")
-    if args.tls:
-        missing = [tool for tool in ("stunnel4", "openssl") if shutil.which(tool) is None]
-        if missing:
-            fail(
-                PROGRAM,
-                f"--tls needs {' and '.join(missing)}: apt-get install stunnel4 openssl "
-                "(or source launch/common.sh && ensure_system_packages test)",
-            )
-    if args.output and not os.access(os.path.dirname(os.path.abspath(args.output)), os.W_OK):
-        fail(PROGRAM, f"cannot write --output {args.output}")
-    if args.quick:
-        args.gin_file = SMOKE_GIN
-        args.gin_bindings += [
-            "RunConfig.num_iterations = 100000",
-            "RunConfig.updates_per_env_step = 1.0",
-        ]
-        args.cluster_seconds = args.alone_seconds = args.limit_seconds = 4
-        args.baseline_seconds = 4
-        args.alone_replay_capacity = 100_000
-    harness.check_config(PROGRAM, args.gin_file, args.gin_bindings)
-    return sweep
+    missing = [tool for tool in ("stunnel4", "openssl") if args.tls and not shutil.which(tool)]
+    if missing:
+        fail(
+            PROGRAM,
+            f"--tls needs {' and '.join(missing)}: apt-get install stunnel4 openssl "
+            "(or source launch/common.sh && ensure_system_packages test)",
+        )
+    return args, sweep
 
 
 def measure(args, sweep: list[int], work: str) -> dict:
     """Every part, each in its own process, one after another; their figures."""
     common = {"gin_file": args.gin_file, "bindings": args.gin_bindings}
-    figures = {
-        "machine": harness.machine(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    figures.update(_run_part("env_limit", work, **common, seconds=args.limit_seconds))
-    figures.update(_run_part("learner_limit", work, **common, seconds=args.limit_seconds))
-    baseline_dir = os.path.join(work, "baseline")
-    figures.update(
-        _run_part("baseline", work, **common, seconds=args.baseline_seconds, root_dir=baseline_dir)
-    )
+    figures = harness.provenance(args.gin_file, args.gin_bindings)
+    for part, seconds, extra in (
+        ("env_limit", args.limit_seconds, {}),
+        ("learner_limit", args.limit_seconds, {}),
+        ("baseline", args.baseline_seconds, {"root_dir": os.path.join(work, "baseline")}),
+    ):
+        figures.update(_run_part(part, work, **common, seconds=seconds, **extra))
     figures["collectors_alone"], figures["cluster_runs"] = [], []
     phases = [
         ("alone", args.alone_seconds, figures["collectors_alone"], None),
@@ -494,55 +428,35 @@ def measure(args, sweep: list[int], work: str) -> dict:
         for n in sweep:
             part_dir = os.path.join(work, f"{kind}{n}{'-tls' if tls_dir else ''}")
             os.makedirs(part_dir)
-            extra = {"tls_dir": tls_dir} if tls_dir else {}
+            extra = {"num_collectors": n, "seconds": seconds, "work_dir": part_dir}
+            if tls_dir:
+                extra["tls_dir"] = tls_dir
             if kind == "alone":
-                extra.update(
-                    with_learner=n == sweep[0] and not tls_dir,
-                    replay_capacity=args.alone_replay_capacity,
-                )
-            runs.append(
-                _run_part(
-                    kind,
-                    work,
-                    **common,
-                    num_collectors=n,
-                    seconds=seconds,
-                    work_dir=part_dir,
-                    **extra,
-                )
-            )
+                extra["with_learner"] = n == sweep[0] and not tls_dir
+                extra["replay_capacity"] = args.alone_replay_capacity
+            runs.append(_run_part(kind, work, **common, **extra))
     return figures
 
 
 def add_ratios(figures: dict) -> None:
     """The headline figures and their ratios to the limits and the tutorial's loop."""
-    first_alone = figures["collectors_alone"][0]
+    first = figures["collectors_alone"][0]
     best = max(figures["cluster_runs"], key=lambda run: run["learner_steps_per_s"])
+    cores, best_rate = figures["machine"]["cores"], best["learner_steps_per_s"]
+    cpu_s_per_pair = figures["cpu_s_per_env_step"] + figures["cpu_s_per_train_step"]
     figures.update(
-        collector_alone_steps_per_s=first_alone["env_steps_per_s"] / first_alone["num_collectors"],
-        learner_alone_steps_per_s=first_alone["learner_alone_steps_per_s"],
-        cluster_num_collectors=best["num_collectors"],
-        cluster_learner_steps_per_s=best["learner_steps_per_s"],
-        cluster_env_steps_per_s=best["env_steps_per_s"],
-        cluster_inserts_per_s=best["inserts_per_s"],
-        cluster_drained_per_s=best["drained_per_s"],
-        cluster_mean_policy_lag_steps=best["mean_policy_lag_steps"],
+        collector_alone_steps_per_s=first["env_steps_per_s"] / first["num_collectors"],
+        **{key: first[key] for key in first if key.startswith("learner_alone_")},
+        **{f"cluster_{key}": best[key] for key in CLUSTER_HEADLINES},
+        machine_limit_utd1=cores / cpu_s_per_pair,
     )
-    figures["collector_vs_env_limit"] = (
-        figures["collector_alone_steps_per_s"] / figures["env_limit"]
+    figures.update(
+        collector_vs_env_limit=figures["collector_alone_steps_per_s"] / figures["env_limit"],
+        learner_vs_limit=figures["learner_alone_steps_per_s"] / figures["learner_limit"],
+        cluster_vs_baseline=best_rate / figures["baseline_it_per_s"],
+        cluster_vs_learner_limit=best_rate / figures["learner_limit"],
+        cluster_vs_machine_limit=best_rate / figures["machine_limit_utd1"],
     )
-    figures["learner_vs_limit"] = figures["learner_alone_steps_per_s"] / figures["learner_limit"]
-    figures["cluster_vs_baseline"] = best["learner_steps_per_s"] / figures["baseline_it_per_s"]
-    figures["cluster_vs_learner_limit"] = best["learner_steps_per_s"] / figures["learner_limit"]
-    cores = figures["machine"]["cores"]
-    figures["machine_limit_utd1"] = cores / (
-        figures["cpu_s_per_env_step"] + figures["cpu_s_per_train_step"]
-    )
-    figures["cluster_vs_machine_limit"] = (
-        best["learner_steps_per_s"] / figures["machine_limit_utd1"]
-    )
-    figures["learner_alone_replay_capacity"] = first_alone["learner_alone_replay_capacity"]
-    figures["learner_alone_peak_rss_mb"] = first_alone["learner_alone_peak_rss_mb"]
     if "cluster_runs_tls" in figures:
         figures["tls_cost"] = [
             {
@@ -573,19 +487,12 @@ def add_ratios(figures: dict) -> None:
 
 
 def main() -> None:
-    args = _parse_args()
-    if args.part:  # a child process measuring one part
-        harness.serve_part(PARTS, args.part, args.part_args)
-        return
-    sweep = _check(args)
+    args, sweep = _parse_args()
     work = tempfile.mkdtemp(prefix="throughput-")
     figures = measure(args, sweep, work)
     add_ratios(figures)
     print_table(figures)
-    if args.output:
-        with open(args.output, "w") as out:
-            json.dump(figures, out, indent=2)
-        print(f"figures written to {args.output}")
+    harness.write_figures(args.output, figures)
     shutil.rmtree(work, ignore_errors=True)
 
 

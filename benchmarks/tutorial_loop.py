@@ -3,27 +3,27 @@
 One process: an in-process Reverb table, TF-Agents' Actor collecting one step per iteration with
 the collect policy (PyTFEagerPolicy), then `Learner.run(iterations=1)` over a prefetched dataset
 of (t, t+1) pairs, with the notebook's triggers (policy SavedModels, steps/s log).
-benchmarks/throughput.py times it; benchmarks/learning.py trains it next to the cluster.
+benchmarks.throughput times it; benchmarks.learning trains it next to the cluster.
 """
 
 from __future__ import annotations
 
 import os
 
+import reverb
+import tensorflow as tf
+from tf_agents.policies import py_tf_eager_policy, random_py_policy
+from tf_agents.replay_buffers import reverb_replay_buffer, reverb_utils
+from tf_agents.train import actor, learner, triggers
+from tf_agents.train.utils import train_utils
+
+from distributed_sac.builder import Builder
+
 
 class TutorialLoop:
     """The notebook's objects, built from `config`; `seed` seeds TensorFlow and the collect env."""
 
     def __init__(self, config, root_dir: str, seed: int | None = None):
-        import reverb
-        import tensorflow as tf
-        from tf_agents.policies import py_tf_eager_policy, random_py_policy
-        from tf_agents.replay_buffers import reverb_replay_buffer, reverb_utils
-        from tf_agents.train import actor, learner, triggers
-        from tf_agents.train.utils import train_utils
-
-        from distributed_sac.builder import Builder
-
         if seed is not None:
             tf.keras.utils.set_random_seed(seed)  # TF, and Python's and numpy's generators
         self.config = config

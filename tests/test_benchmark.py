@@ -1,4 +1,4 @@
-"""benchmarks/throughput.py in its tiny mode: every figure the bench tooling reads is there."""
+"""python -m benchmarks.throughput in its tiny mode: every figure the bench tooling reads."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-BENCHMARK = f"{REPO_ROOT}/benchmarks/throughput.py"
+BENCHMARK = [sys.executable, "-m", "benchmarks.throughput"]
 KEYS = [
     "env_limit",
     "learner_limit",
@@ -33,7 +33,7 @@ KEYS = [
 def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
     output = tmp_path / "throughput.json"
     log = tmp_path / "throughput.log"
-    command = [sys.executable, BENCHMARK, "--quick", "--num_collectors", "1", "--output", output]
+    command = [*BENCHMARK, "--quick", "--num_collectors", "1", "--output", output]
     proc = processes.start([str(part) for part in command], log)
     code = proc.wait(timeout=900)
     printed = log.read_text()
@@ -59,7 +59,7 @@ def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, BENCHMARK, *args], capture_output=True, text=True, timeout=120
+        [*BENCHMARK, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
     )
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/big_table.py --quick: a table filled, checkpointed under traffic, restored."""
+"""python -m benchmarks.big_table --quick: a table filled, checkpointed under traffic, restored."""
 
 import json
 import sys
@@ -7,13 +7,13 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-SCRIPT = f"{REPO_ROOT}/benchmarks/big_table.py"
+SCRIPT = [sys.executable, "-m", "benchmarks.big_table"]
 
 
 @pytest.mark.slow
 def test_quick_big_table_fills_checkpoints_and_restores(processes, tmp_path):
     output, log, root = tmp_path / "big.json", tmp_path / "big.log", tmp_path / "run"
-    command = [sys.executable, SCRIPT, "--quick", "--root_dir", root, "--output", output]
+    command = [*SCRIPT, "--quick", "--root_dir", root, "--output", output]
     proc = processes.start([str(part) for part in command], log)
     code = proc.wait(timeout=600)
     printed = log.read_text()
@@ -34,10 +34,11 @@ def test_big_table_refuses_a_run_dir_with_data(tmp_path):
 
     (tmp_path / "kept").write_text("a user's file")
     result = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--root_dir", str(tmp_path)],
+        [*SCRIPT, "--quick", "--root_dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"big_table: error: --root_dir {tmp_path} is not empty"

@@ -1,20 +1,18 @@
-"""benchmarks/learner_stop.py --quick: SIGTERMs to a training learner, each timed, each followed
-by a restart from the checkpoint it wrote on the way out."""
+"""python -m benchmarks.learner_stop --quick: SIGTERMs to a training learner, each timed, each
+followed by a restart from the checkpoint it wrote on the way out."""
 
 import json
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-
-SCRIPT = f"{REPO_ROOT}/benchmarks/learner_stop.py"
+SCRIPT = [sys.executable, "-m", "benchmarks.learner_stop"]
 
 
 @pytest.mark.slow
 def test_quick_learner_stop_times_each_stop(processes, tmp_path):
     output, log = tmp_path / "stop.json", tmp_path / "stop.log"
-    proc = processes.start([sys.executable, SCRIPT, "--quick", "--output", str(output)], log)
+    proc = processes.start([*SCRIPT, "--quick", "--output", str(output)], log)
     code = proc.wait(timeout=900)
     printed = log.read_text()
     assert code == 0, printed[-3000:]

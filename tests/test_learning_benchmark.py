@@ -1,4 +1,4 @@
-"""benchmarks/learning.py in its tiny mode: both kinds of run, the comparison, the plot."""
+"""python -m benchmarks.learning in its tiny mode: both kinds of run, the comparison, the plot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-BENCHMARK = f"{REPO_ROOT}/benchmarks/learning.py"
+BENCHMARK = [sys.executable, "-m", "benchmarks.learning"]
 
 
 def png_size(path) -> tuple[int, int]:
@@ -25,7 +25,7 @@ def png_size(path) -> tuple[int, int]:
 def test_quick_learning_benchmark_compares_loop_and_cluster(processes, tmp_path):
     out = tmp_path / "results"
     log = tmp_path / "learning.log"
-    proc = processes.start([sys.executable, BENCHMARK, "--quick", "--output_dir", str(out)], log)
+    proc = processes.start([*BENCHMARK, "--quick", "--output_dir", str(out)], log)
     code = proc.wait(timeout=1200)
     printed = log.read_text()
     assert code == 0, printed[-3000:]
@@ -85,7 +85,7 @@ def test_quick_learning_benchmark_compares_loop_and_cluster(processes, tmp_path)
 
 def _run(*args):
     return subprocess.run(
-        [sys.executable, BENCHMARK, *args], capture_output=True, text=True, timeout=120
+        [*BENCHMARK, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
     )
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/many_collectors.py --quick: 8 collectors against one server at smoke size hold the
-update-to-data ratio, each inserts, all stop by themselves at the final step."""
+"""python -m benchmarks.many_collectors --quick: 8 collectors against one server at smoke
+size hold the update-to-data ratio, each inserts, all stop by themselves at the final step."""
 
 import json
 import subprocess
@@ -9,13 +9,13 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_processes_of
 
-SCRIPT = f"{REPO_ROOT}/benchmarks/many_collectors.py"
+SCRIPT = [sys.executable, "-m", "benchmarks.many_collectors"]
 
 
 @pytest.mark.slow
 def test_eight_collectors_hold_the_ratio_and_stop_at_the_final_step(processes, tmp_path):
     output, log, root = tmp_path / "many.json", tmp_path / "many.log", tmp_path / "run"
-    command = [sys.executable, SCRIPT, "--quick", "--root_dir", root, "--output", output]
+    command = [*SCRIPT, "--quick", "--root_dir", root, "--output", output]
     proc = processes.start([str(part) for part in command], log)
     code = proc.wait(timeout=900)
     printed = log.read_text()
@@ -38,8 +38,7 @@ def test_eight_collectors_hold_the_ratio_and_stop_at_the_final_step(processes, t
 def test_many_collectors_refuses_a_free_ratio_in_one_line(tmp_path):
     result = subprocess.run(
         [
-            sys.executable,
-            SCRIPT,
+            *SCRIPT,
             "--gin_file",
             f"{REPO_ROOT}/gin/smoke.gin",
             "--gin_bindings",
@@ -50,6 +49,7 @@ def test_many_collectors_refuses_a_free_ratio_in_one_line(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (

@@ -1,4 +1,4 @@
-"""benchmarks/soak.py --quick: every role sampled, the run stopped, the figures written."""
+"""python -m benchmarks.soak --quick: every role sampled, the run stopped, the figures written."""
 
 import json
 import subprocess
@@ -6,16 +6,17 @@ import sys
 
 import pytest
 
+from benchmarks import soak
 from tests.conftest import REPO_ROOT, run_processes_of
 
-SOAK = f"{REPO_ROOT}/benchmarks/soak.py"
+SOAK = [sys.executable, "-m", "benchmarks.soak"]
 ROLES = {"replay_server", "learner", "collector-0", "collector-1", "evaluator"}
 
 
 @pytest.mark.slow
 def test_quick_soak_samples_every_role_and_stops_the_run(processes, tmp_path):
     output, log, root = tmp_path / "soak.json", tmp_path / "soak.log", tmp_path / "run"
-    command = [sys.executable, SOAK, "--quick", "--root_dir", root, "--output", output]
+    command = [*SOAK, "--quick", "--root_dir", root, "--output", output]
     proc = processes.start([str(part) for part in command], log)
     code = proc.wait(timeout=600)
     printed = log.read_text()
@@ -48,20 +49,10 @@ def test_quick_soak_samples_every_role_and_stops_the_run(processes, tmp_path):
 
 def test_soak_refuses_a_bad_length_in_one_line():
     result = subprocess.run(
-        [sys.executable, SOAK, "--minutes", "0"], capture_output=True, text=True, timeout=120
+        [*SOAK, "--minutes", "0"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
     )
     assert result.returncode != 0
     assert result.stderr.strip() == "soak: error: --minutes and --interval_s must be positive"
-
-
-def soak_module():
-    sys.path.insert(0, f"{REPO_ROOT}/benchmarks")
-    try:
-        import soak
-
-        return soak
-    finally:
-        sys.path.remove(f"{REPO_ROOT}/benchmarks")
 
 
 def synthetic_samples(threads_at) -> list[dict]:
@@ -80,7 +71,6 @@ def synthetic_samples(threads_at) -> list[dict]:
 
 
 def test_soak_targets_see_growth_not_a_transient_at_the_last_sample():
-    soak = soak_module()
     # Threads of a checkpoint under way at a few samples, the last one among them: flat.
     transient = synthetic_samples(lambda t: 20 if t in (180, 720, 2310, 3600) else 16)
     figures = soak.analyse(transient, 60, [])
