@@ -7,7 +7,8 @@ Per seed, one after another: the tutorial's loop (benchmarks/tutorial_loop.py, o
 the cluster (the launcher: replay server, learner, one collector, evaluator, at one train step
 per env step); then the cluster again with the first seed, to show how close two runs with one
 seed come. Both spend the same env-step budget and score the greedy policy with the same code
-(distributed_sac.acting.evaluation) after the random initial collection and every --eval_every env steps.
+(distributed_sac.acting.evaluation) after the random initial collection and every --eval_every
+env steps.
 Env steps are experience items stored, counted alike in both (as TF-Agents' Actor counts them: a
 reset step between episodes is not). Wall time runs from the start of a run's first process; the
 loop's clock stops while it evaluates, and each cluster point is timed when the evaluator pulled
