@@ -268,15 +268,16 @@ def smoke_root(smoke_run) -> Path:
     return smoke_run.root
 
 
-def run_tool(module, args, timeout_s=300, prefix=()):
+def run_tool(module, args, timeout_s=300, prefix=(), env=None):
     """Runs `python -m distributed_sac.<module> args` to completion (bounded, and dying with
-    pytest); the result, with stdout and stderr apart."""
+    pytest), in `env` (default: this process's environment); the result, with stdout and stderr
+    apart."""
     return subprocess.run(
         [*prefix, *module_command(module, args)],
         capture_output=True,
         text=True,
         timeout=timeout_s,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        env=env,
         cwd=REPO_ROOT,
         preexec_fn=die_with_parent,
     )
@@ -316,7 +317,6 @@ def standalone_action(policy_dir, cwd) -> list[float]:
         text=True,
         timeout=120,
         cwd=cwd,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         preexec_fn=die_with_parent,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -156,12 +156,7 @@ class Process:
         self.args = list(args)
         self.name = name or os.path.basename(self.args[0])
         self.log_path = log if isinstance(log, str) else None
-        full_env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            **(env or {}),
-        }
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         output = open(log, "ab") if isinstance(log, str) else log
         try:
             # Logs are appended across restarts: read only this process's part of the file.
