@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import pytest
 
+from distributed_sac.layout import RunDir
 from distributed_sac.reports import fields_of
 from distributed_sac.runtime.processes import (
     Process,
@@ -27,6 +28,7 @@ from distributed_sac.runtime.processes import (
 )
 from distributed_sac.runtime.waits import poll_until
 from distributed_sac.tools.cluster import ROLE_MODULES
+from tests.podman import build_image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, "gin")
@@ -372,8 +374,6 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
     """Server, learner and one collector started by hand on the smoke config (no launcher to
     restart anything), with short connect and call timeouts, the learner's run under `root`
     (default tmp_path/run), logs in tmp_path; (server, learner, collector, run)."""
-    from distributed_sac.layout import RunDir
-
     address, server, _ = start_server(processes, tmp_path)
     run = RunDir(str(root or tmp_path / "run"))
     common = [
@@ -398,6 +398,4 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
 @pytest.fixture(scope="session")
 def podman_env() -> dict:
     """The image, built once for the session; the environment that points podman at it."""
-    from tests.podman import build_image
-
     return build_image()
