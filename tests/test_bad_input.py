@@ -340,7 +340,8 @@ LAUNCHER_BAD_CONFIGS = [
         LAUNCHER_BAD_CONFIGS[0],
         LAUNCHER_BAD_CONFIGS[1],
         LAUNCHER_BAD_CONFIGS[2],
-        # One launcher start costs ~15 s of TensorFlow import: the rest in the full tier.
+        # Each launcher start imports TensorFlow to check the config (docs/performance.md has
+        # its cost): the rest in the full tier.
         *[pytest.param(*case, marks=pytest.mark.slow) for case in LAUNCHER_BAD_CONFIGS[3:]],
     ],
 )

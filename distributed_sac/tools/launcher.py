@@ -47,7 +47,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_multi_string("gin_file", [], f"Gin file, repeatable (default: {DEFAULT_GIN}).")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin binding, repeatable.")
-flags.DEFINE_alias("gin_binding", "gin_bindings")  # the launcher's spelling before 2026-11
+flags.DEFINE_alias("gin_binding", "gin_bindings")  # the launcher's earlier spelling
 flags.DEFINE_integer("port", 8008, "Port of the replay server.")
 flags.DEFINE_float("startup_timeout_s", 180, "How long the replay server may take to start.")
 flags.DEFINE_float(
@@ -59,7 +59,7 @@ flags.DEFINE_float(
     "replay_server_grace_s",
     REPLAY_SERVER_GRACE_S,
     "Seconds the replay server, stopped last, gets to write its checkpoint before SIGKILL "
-    "(1M Minitaur pairs took 24 s on 2 cores).",
+    "(it grows with the table: docs/endurance.md).",
 )
 flags.DEFINE_integer(
     "evaluator_nice",
