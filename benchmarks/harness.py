@@ -31,7 +31,6 @@ TUTORIAL_GIN = os.path.join(REPO, "gin", "minitaur_tutorial.gin")
 SMOKE_GIN = os.path.join(REPO, "gin", "smoke.gin")
 RESULT_PREFIX = "RESULT "
 STARTUP_TIMEOUT_S = 300  # for the launcher's replay server to answer
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def fail(program: str, message: str):

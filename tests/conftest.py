@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import pytest
 
+from distributed_sac.layout import RunDir
 from distributed_sac.reports import fields_of
 from distributed_sac.runtime.processes import (
     Process,
@@ -27,6 +28,7 @@ from distributed_sac.runtime.processes import (
 )
 from distributed_sac.runtime.waits import poll_until
 from distributed_sac.tools.cluster import ROLE_MODULES
+from tests.podman import build_image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, "gin")
@@ -268,15 +270,16 @@ def smoke_root(smoke_run) -> Path:
     return smoke_run.root
 
 
-def run_tool(module, args, timeout_s=300, prefix=()):
+def run_tool(module, args, timeout_s=300, prefix=(), env=None):
     """Runs `python -m distributed_sac.<module> args` to completion (bounded, and dying with
-    pytest); the result, with stdout and stderr apart."""
+    pytest), in `env` (default: this process's environment); the result, with stdout and stderr
+    apart."""
     return subprocess.run(
         [*prefix, *module_command(module, args)],
         capture_output=True,
         text=True,
         timeout=timeout_s,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        env=env,
         cwd=REPO_ROOT,
         preexec_fn=die_with_parent,
     )
@@ -316,7 +319,6 @@ def standalone_action(policy_dir, cwd) -> list[float]:
         text=True,
         timeout=120,
         cwd=cwd,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         preexec_fn=die_with_parent,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -372,8 +374,6 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
     """Server, learner and one collector started by hand on the smoke config (no launcher to
     restart anything), with short connect and call timeouts, the learner's run under `root`
     (default tmp_path/run), logs in tmp_path; (server, learner, collector, run)."""
-    from distributed_sac.layout import RunDir
-
     address, server, _ = start_server(processes, tmp_path)
     run = RunDir(str(root or tmp_path / "run"))
     common = [
@@ -398,6 +398,4 @@ def start_by_hand(processes, tmp_path, *extra_bindings, root=None):
 @pytest.fixture(scope="session")
 def podman_env() -> dict:
     """The image, built once for the session; the environment that points podman at it."""
-    from tests.podman import build_image
-
     return build_image()

@@ -340,7 +340,8 @@ LAUNCHER_BAD_CONFIGS = [
         LAUNCHER_BAD_CONFIGS[0],
         LAUNCHER_BAD_CONFIGS[1],
         LAUNCHER_BAD_CONFIGS[2],
-        # One launcher start costs ~15 s of TensorFlow import: the rest in the full tier.
+        # Each launcher start imports TensorFlow to check the config (docs/performance.md has
+        # its cost): the rest in the full tier.
         *[pytest.param(*case, marks=pytest.mark.slow) for case in LAUNCHER_BAD_CONFIGS[3:]],
     ],
 )
@@ -418,6 +419,29 @@ def test_play_names_a_seed_out_of_range(seed, tmp_path):
         f"play: error: --seed must be an integer from 0 to 4294967295, got {seed}"
     )
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "module, args, line",
+    [
+        ("tools.status", ["--interval_s", "0"], "status: error: --interval_s must be positive"),
+        ("tools.play", ["--episodes", "0"], "play: error: --episodes must be at least 1, got 0"),
+        (
+            ROLE_MODULES["collector"],
+            ["--gin_file", SMOKE_GIN, "--replay_server_address", "localhost"],
+            "collector: error: --replay_server_address must be host:port with a port from 1 to "
+            "65535, got 'localhost'",
+        ),
+    ],
+)
+def test_a_bad_flag_is_the_only_line_without_tf_cpp_min_log_level(module, args, line):
+    """Each of these imports TensorFlow before it reads its flags. Started from a shell that does
+    not set TF_CPP_MIN_LOG_LEVEL, its stderr is still its one error line: the package sets the
+    variable before TensorFlow loads, so none of TensorFlow's C++ start-up lines come first."""
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    result = run_tool(module, args, 120, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [line]
 
 
 # A command whose helper thread writes to fd 2 without pause (as Reverb's C++ client threads

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
 
-from distributed_sac.acting import best_policy
+from distributed_sac.acting import best_policy, evaluator
 from distributed_sac.acting import evaluation as metrics
 from distributed_sac.acting.best_policy import BestPolicyKeeper
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
+from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY, RunDir
 from distributed_sac.learner.policy_export import PolicyExporter, publish_dir, published_versions
 from distributed_sac.sac.numpy_policy import NumpyActorPolicy
 from tests.conftest import (
@@ -44,8 +48,6 @@ def greedy():
 
 
 def zero_observation_action(policy: NumpyActorPolicy) -> np.ndarray:
-    from tf_agents.trajectories import time_step as ts
-
     return policy.action(ts.restart(np.zeros(28, np.float32))).action
 
 
@@ -73,8 +75,6 @@ def test_only_a_better_evaluation_replaces_the_best_policy(greedy, tmp_path):
     # It needs TensorFlow alone (README's snippet), and acts with the evaluated weights.
     action = standalone_action(policy_dir, tmp_path)
     np.testing.assert_allclose(action, zero_observation_action(greedy), atol=1e-4)
-    import tensorflow as tf
-
     assert int(tf.saved_model.load(policy_dir).get_train_step().numpy()) == 600
 
 
@@ -110,10 +110,6 @@ def test_a_reader_that_resolved_a_learner_export_reads_it_after_the_next_export(
     """`cp -rL` or play resolve a policy's name, then read its files for a while: the learner's
     next export (the real one, PolicyExporter) leaves the version they resolved in place, and
     the one after removes it."""
-    import tensorflow as tf
-
-    from distributed_sac.layout import COLLECT_POLICY, GREEDY_POLICY
-
     policies = str(tmp_path / "policies")
     train_step = tf.Variable(150, dtype=tf.int64)
     exporter = PolicyExporter(
@@ -140,8 +136,6 @@ def test_a_reader_that_resolved_a_learner_export_reads_it_after_the_next_export(
 def test_a_reader_that_resolved_the_best_policy_reads_it_after_a_better_one(greedy, tmp_path):
     """The same for the evaluator's best policy (BestPolicyKeeper): a copy started before a
     better evaluation replaced it still finds every file of the version it resolved."""
-    import subprocess
-
     policy_dir = str(tmp_path / "best_greedy_policy")
     keeper = BestPolicyKeeper(policy_dir, greedy.tf_policy)
     assert keeper.offer(evaluation(100, 1.0))
@@ -224,10 +218,6 @@ def test_a_best_policy_whose_line_a_kill_cut_off_is_written_by_the_restarted_eva
     """The evaluator saves a better policy before its metrics.jsonl line. Killed between the
     two, its restart appends the policy's record as the line, so the best policy stays the best
     evaluation (a kill during the save leaves neither: the earlier best, no line)."""
-    import tensorflow as tf
-
-    from distributed_sac.acting import evaluator
-    from distributed_sac.layout import RunDir
 
     run = RunDir(str(tmp_path / "run"))
     os.makedirs(run.eval)
@@ -259,19 +249,19 @@ def test_an_evaluator_stopped_while_it_saves_a_better_policy_finishes_the_save(p
     SavedModel written, evaluation.json not yet): it finishes the save and the evaluation's
     line, then exits 143 (unfinished: a supervisor restarts it). The policy and the line agree,
     and nothing half written is left."""
-    import tensorflow as tf
-
     _, learner, _, run = start_by_hand(processes, tmp_path)
     log = tmp_path / "evaluator.log"
-    evaluator = processes.role(
+    evaluator_process = processes.role(
         "evaluator",
         [*learner.args[3:], *bindings("FaultInjection.best_policy_save_hold_s = 5")],
         log,
     )
-    wait_for_line(log, "FaultInjection: holding the best policy save", evaluator, timeout_s=240)
+    wait_for_line(
+        log, "FaultInjection: holding the best policy save", evaluator_process, timeout_s=240
+    )
     signalled = time.monotonic()
-    evaluator.send_signal(signal.SIGTERM)
-    code = evaluator.wait(timeout=60)
+    evaluator_process.send_signal(signal.SIGTERM)
+    code = evaluator_process.wait(timeout=60)
     seconds = time.monotonic() - signalled
     record = best_policy.read_record(run.best_greedy_policy)
     lines, skipped = metrics.read_evaluations(run.metrics)

@@ -1,6 +1,7 @@
 """python -m benchmarks.big_table --quick: a table filled, checkpointed under traffic, restored."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -30,8 +31,6 @@ def test_quick_big_table_fills_checkpoints_and_restores(processes, tmp_path):
 
 
 def test_big_table_refuses_a_run_dir_with_data(tmp_path):
-    import subprocess
-
     (tmp_path / "kept").write_text("a user's file")
     result = subprocess.run(
         [*SCRIPT, "--quick", "--root_dir", str(tmp_path)],

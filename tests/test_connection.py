@@ -1,4 +1,5 @@
-"""Reaching the replay server: addresses, and calls bounded against a server that hangs."""
+"""Reaching the replay server: calls bounded against a server that hangs, and a lost server
+told from a configuration error (the address checks: test_addresses.py)."""
 
 from __future__ import annotations
 
@@ -14,26 +15,7 @@ from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.errors import ServerCallTimeout, ServerUnreachable, UserError
 from distributed_sac.replay.connection import Reconnecting, is_connection_error
-from distributed_sac.runtime.addresses import check_address, check_port
 from tests.conftest import SMOKE_GIN, start_server
-
-
-@pytest.mark.parametrize("address", ["localhost:8008", "10.0.0.7:1", "[::1]:65535"])
-def test_good_addresses_pass(address):
-    assert check_address(address, "--replay_server_address") == address
-
-
-@pytest.mark.parametrize("address", ["localhost", "localhost:", ":8008", "h:0", "h:65536", "h:x"])
-def test_bad_addresses_are_named(address):
-    with pytest.raises(UserError, match=f"got {address!r}$"):
-        check_address(address, "--replay_server_address")
-
-
-def test_ports_out_of_range():
-    assert check_port(1, "--port") == 1 and check_port(65535, "--port") == 65535
-    for port in (-1, 0, 65536):
-        with pytest.raises(UserError, match=f"--port must be a port from 1 to 65535, got {port}"):
-            check_port(port, "--port")
 
 
 def test_calls_to_a_hung_server_time_out_and_count_as_a_lost_server(processes, tmp_path):

@@ -138,7 +138,6 @@ def test_policy_export_on_a_full_disk_keeps_the_previous_policy(processes, tmp_p
             capture_output=True,
             text=True,
             timeout=120,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
         assert loaded.returncode == 0, loaded.stderr[-2000:]
         step = int(loaded.stdout.split()[-1])

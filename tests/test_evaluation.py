@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from distributed_sac.acting import evaluation
+from distributed_sac.builder import Builder
+from distributed_sac.config import load_gin
+from tests.conftest import SMOKE_GIN
 
 
 def _line(step: int) -> dict:
@@ -47,10 +50,6 @@ def test_whole_lines_are_left_as_they_are(tmp_path):
 def test_an_evaluation_stopped_midway_is_dropped():
     """The evaluator's stop request, read at each step of a real Minitaur episode: the episodes
     end there and no result comes back (nothing of the evaluation is written)."""
-    from distributed_sac.builder import Builder
-    from distributed_sac.config import load_gin
-    from tests.conftest import SMOKE_GIN
-
     builder = Builder(load_gin([SMOKE_GIN], []))
     env = evaluation.make_eval_env(builder)
     policy = builder.make_acting_policy(greedy=True)
@@ -72,10 +71,6 @@ def test_an_evaluation_stopped_midway_is_dropped():
 def test_episodes_cut_at_max_steps_and_every_time_step_seen():
     """play's use of the loop: episodes end after max_steps; on_step sees each episode's first
     time step and one per step (a video frame each), on_episode_end each return and length."""
-    from distributed_sac.builder import Builder
-    from distributed_sac.config import load_gin
-    from tests.conftest import SMOKE_GIN
-
     builder = Builder(load_gin([SMOKE_GIN], []))
     env = evaluation.make_eval_env(builder)
     seen, ended = [], []

@@ -250,8 +250,8 @@ def test_sigterm_waits_for_the_servers_slow_last_checkpoint_and_a_relaunch_conti
     """SIGTERM to the launcher stops every role: each checkpoints and exits, nothing of the run is
     left, and its last line is the command that resumes it. The replay server's last checkpoint
     is made slower (a fault: 12 s) than the 8 s the other roles get in all, as a 1M-pair table's
-    takes 24 s: the launcher waits for it, on the stop and at the run's end. Running the printed
-    command resumes the learner at its step and restores that checkpoint."""
+    is (docs/endurance.md): the launcher waits for it, on the stop and at the run's end. Running
+    the printed command resumes the learner at its step and restores that checkpoint."""
     root = tmp_path / "run"
     delay = "FaultInjection.replay_server_stop_delay_s = 12"
     launcher, out = launch(processes, root, *bindings("RunConfig.num_iterations = 800", delay))

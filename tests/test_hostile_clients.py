@@ -13,12 +13,19 @@ import numpy as np
 import pytest
 import reverb
 import tensorflow as tf
+from tf_agents.specs import tensor_spec
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import tables
-from distributed_sac.replay.transitions import PAIR_COLUMN, PairNumbering
+from distributed_sac.replay.transitions import (
+    NUMBER_LIMIT,
+    PAIR_COLUMN,
+    PAIR_ID_WIDTH,
+    PairNumbering,
+    pair_numbers,
+)
 from distributed_sac.runtime.waits import poll_until
 from tests.conftest import (
     SMOKE_GIN,
@@ -144,8 +151,6 @@ def test_a_run_with_a_hostile_client_finishes(processes, tmp_path):
 def non_finite_pairs(builder: Builder) -> list[np.ndarray]:
     """Correctly shaped pairs, each with one field of its first step NaN or inf: an observation,
     a reward, an action (what a broken or hostile collector may write)."""
-    from tf_agents.specs import tensor_spec
-
     good = tf.nest.map_structure(
         lambda t: t.numpy(), tensor_spec.zero_spec_nest(builder.collect_data_spec)
     )
@@ -237,8 +242,6 @@ def test_non_finite_pairs_are_dropped_at_the_intake_and_counted(processes, tmp_p
 def forged_pair(address: str, sequence: int) -> np.ndarray:
     """A real pair sampled from the experience table (as any client can), renumbered as the
     `sequence`th of its collector's source: correctly shaped and finite."""
-    from distributed_sac.replay.transitions import PAIR_ID_WIDTH, PairNumbering, pair_numbers
-
     client = reverb.Client(address)
     sample = next(client.sample(tables.EXPERIENCE_TABLE, num_samples=1, emit_timesteps=False))
     pair = np.array(sample.data[0], np.float32)
@@ -259,8 +262,6 @@ def test_a_forged_pair_number_does_not_stall_the_run(processes, tmp_path):
     takes every later pair of that collector for one it already had; it resynchronises the
     source after more of them in a row than a restored feed can hand out again, and the run
     reaches its final step."""
-    from distributed_sac.replay.transitions import NUMBER_LIMIT
-
     address, _, _ = start_server(processes, tmp_path)
     common = [
         "--gin_file",

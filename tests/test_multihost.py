@@ -267,7 +267,7 @@ def test_a_collector_on_another_host_trains_through_the_mutual_tls_tunnel_only(
         ["ip", "netns", "exec", namespaces["intruder"], sys.executable, "-c", INTRUDER,
          server_host, str(plain_port), str(tls_port), wrong_ca, server_v6,
          hosts.interfaces["intruder"]],
-        180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        180,
     )  # fmt: skip
     assert attempts.returncode == 0, attempts.stderr[-3000:]
     got = json.loads(attempts.stdout.strip().splitlines()[-1])

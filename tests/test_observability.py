@@ -12,6 +12,7 @@ import signal
 import time
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from distributed_sac.acting import evaluation
 from distributed_sac.layout import RunDir
@@ -42,8 +43,6 @@ def number(pattern: str, text: str) -> float:
 
 
 def tags_under(directory) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     tags = set()
     for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
         events = EventAccumulator(path, size_guidance={"tensors": 0})

@@ -8,20 +8,32 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
+import reverb
+import tensorflow as tf
+from tf_agents.specs import array_spec, tensor_spec
 
 from distributed_sac.builder import Builder
 from distributed_sac.config import load_gin
 from distributed_sac.layout import RunDir
+from distributed_sac.learner.pair_ledger import PairLedger
+from distributed_sac.learner.replay import ExperienceIntake
+from distributed_sac.replay import tables
+from distributed_sac.replay.connection import Reconnecting
+from distributed_sac.replay.transitions import NUMBER_LIMIT, PairNumbering, pair_numbers
+from distributed_sac.replay.writer import ExperienceWriter
 from tests.conftest import (
     SMOKE_GIN,
     bindings,
     free_port,
     read,
     reports,
+    run_tool,
+    start_server,
     wait_for_line,
     wait_until,
 )
@@ -33,8 +45,6 @@ RUN_UTD = r"effective UTD ([\d.]+) train steps per inserted item over the run"
 
 def restored_replay(run: RunDir, extra_bindings=()):
     """The learner replay in the newest checkpoint under `run`: (pairs it holds, replay)."""
-    import tensorflow as tf
-
     builder = Builder(load_gin([SMOKE_GIN], [BIG_REPLAY, *extra_bindings]))
     replay = builder.make_learner_replay()
     latest = tf.train.latest_checkpoint(run.checkpoints)
@@ -174,8 +184,6 @@ def progress_since(log, seen: int) -> list[dict]:
 def assert_each_pair_once_or_counted(pairs: np.ndarray, replay) -> None:
     """Every pair of every source up to the newest one the replay holds is in it once, or
     counted as lost (the replay is big enough to hold every pair the learner got)."""
-    from distributed_sac.replay.transitions import pair_numbers
-
     sources, sequences, numbered = pair_numbers(pairs)
     assert numbered.all()
     held = set(zip(sources.tolist(), sequences.tolist()))
@@ -188,11 +196,6 @@ def assert_each_pair_once_or_counted(pairs: np.ndarray, replay) -> None:
 
 def write_pairs(address: str, builder: Builder, count: int) -> None:
     """`count` pairs of random steps into both experience tables, as a collector writes them."""
-    import reverb
-    from tf_agents.specs import array_spec, tensor_spec
-
-    from distributed_sac.replay.writer import ExperienceWriter
-
     writer = ExperienceWriter(reverb.Client(address), builder.collect_data_spec)
     spec = tensor_spec.to_nest_array_spec(builder.collect_data_spec)
     rng = np.random.RandomState(0)
@@ -206,13 +209,6 @@ def test_a_take_abandoned_on_a_hung_server_loses_no_pair(processes, tmp_path):
     """The server stops answering (SIGSTOP) while the learner takes from the feed: the take
     times out and the learner reconnects once the server answers again (SIGCONT). The take's
     thread, which Reverb cannot cancel, then gets its pairs: they reach the learner's replay."""
-    import threading
-
-    from distributed_sac.learner.replay import ExperienceIntake
-    from distributed_sac.replay import tables
-    from distributed_sac.replay.connection import Reconnecting
-    from tests.conftest import start_server
-
     config = load_gin([SMOKE_GIN], ["RunConfig.server_call_timeout_s = 2", BIG_REPLAY])
     builder = Builder(config)
     address, server, _ = start_server(processes, tmp_path, bindings=[BIG_REPLAY])
@@ -239,8 +235,6 @@ def test_a_take_abandoned_on_a_hung_server_loses_no_pair(processes, tmp_path):
     replay = builder.make_learner_replay()
     intake = ExperienceIntake(replay, parts, config)
     drained = intake.drain()
-    import reverb
-
     left = tables.table_sizes(reverb.Client(address))[tables.FEED_TABLE]
     time.sleep(3)
     drained += intake.drain()
@@ -290,8 +284,6 @@ def test_status_shows_the_runs_ratio_after_the_server_lost_its_tables(processes,
     from 0, while the learner goes on from its train step. `status --root_dir` still says one
     train step per pair over the run (from the server's counters it said 2 to 3), and the
     pairs that never reached the learner's replay."""
-    from tests.conftest import run_tool
-
     run = RunDir(str(tmp_path / "run"))
     at_exit_only = ("RunConfig.replay_checkpoint_interval_s = 0",)
     port = free_port()
@@ -329,11 +321,6 @@ def numbered(numbering, count: int, fields: int = 3) -> np.ndarray:
 
 
 def test_the_ledger_skips_pairs_it_had_counts_gaps_and_survives_a_checkpoint(tmp_path):
-    import tensorflow as tf
-
-    from distributed_sac.learner.pair_ledger import PairLedger
-    from distributed_sac.replay.transitions import PairNumbering
-
     ledger = PairLedger(feed_size=10)
     first, second = PairNumbering(source=(1 << 47) + 5), PairNumbering()
     assert len(ledger.admit(numbered(first, 10))) == 10
@@ -368,8 +355,6 @@ def test_the_ledger_resynchronises_a_source_after_more_duplicates_in_a_row_than_
     """A forged pair numbered near 2^48 makes its source's real pairs look like duplicates: the
     first `feed_size` are skipped, the next one resynchronises the source. A restored feed's
     duplicates (at most `feed_size` in a row, across takes) resynchronise nothing."""
-    from distributed_sac.learner.pair_ledger import PairLedger
-    from distributed_sac.replay.transitions import NUMBER_LIMIT, PairNumbering, pair_numbers
 
     def sequences(pairs) -> list[int]:
         return pair_numbers(pairs)[1].tolist()

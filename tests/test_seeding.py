@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import reverb
 
+from distributed_sac.config import load_gin
+from distributed_sac.sac.envs import load_env
 from tests.conftest import SMOKE_GIN, start_server, wait_for_line
 
 
@@ -45,9 +47,6 @@ def test_learners_with_one_seed_push_identical_initial_weights(processes, tmp_pa
 
 
 def _random_episode(seed: int) -> tuple[np.ndarray, float]:
-    from distributed_sac.config import load_gin
-    from distributed_sac.sac.envs import load_env
-
     env = load_env(load_gin([SMOKE_GIN], []), seed=seed)
     actions = np.random.default_rng(0)
     spec = env.action_spec()

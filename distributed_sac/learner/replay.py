@@ -255,9 +255,9 @@ class ExperienceIntake:
         requested first."""
         needed = self.pairs_needed(train_step)
         free = self._config.updates_per_env_step is None
-        # While waiting, take pairs in pieces of half the feed: each take costs ~15 ms of
-        # CPU for the request alone, and polling with takes every 50 ms during the initial
-        # collection cost the learner 94% of a core (a collector's share on 2 cores).
+        # While waiting, take pairs in pieces of half the feed: each take's request costs CPU
+        # of its own, and polling with takes every 50 ms during the initial collection cost the
+        # learner most of a core, a collector's share on 2 cores (docs/performance.md).
         piece = max(1, min(tables.feed_size(self._config) // 2, 1000))
         last_note = time.monotonic()
         while True:

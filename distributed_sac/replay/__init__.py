@@ -1,2 +1,2 @@
-"""Reverb plumbing: the tables (tables), reaching the server (connection), writing experience
-(writer) and moving weights (weights)."""
+"""Reverb plumbing: the server's tables, a pair's wire format, and every client of them
+(docs/architecture.md maps the modules)."""

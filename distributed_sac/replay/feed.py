@@ -21,8 +21,8 @@ _MAX_ITEMS_PER_TAKE = 10_000
 class FeedReader:
     """Takes items out of the feed table, each exactly once (only the learner reads it).
 
-    One TrajectoryDataset request per `take`, for exactly the items the table holds: about
-    20 us per item here, against one gRPC round trip per item with `Client.sample`.
+    One TrajectoryDataset request per `take`, for exactly the items the table holds, against
+    one gRPC round trip per item with `Client.sample` (docs/performance.md has the figures).
     """
 
     def __init__(

@@ -1,9 +1,9 @@
 """How a (t, t+1) pair of trajectory steps travels through Reverb: one flat float32 column.
 
 Reverb samples an item column by column, each column its own chunk to fetch and decode, so a
-Trajectory's six columns cost about five times more per sampled item than one column (measured:
-~50 vs ~270 batches of 256 per second on this project's 2-core machine). Packing every field of
-a step into one float32 vector keeps the learner's data pipeline off its critical path. The
+Trajectory's six columns cost several times more per sampled item than one column
+(docs/performance.md has the figures). Packing every field of a step into one float32 vector
+keeps the learner's data pipeline off its critical path. The
 values are unchanged: step types are small integers, exact in float32.
 
 Each row of a pair ends in the pair's number (`PairNumbering`): the collector process it comes

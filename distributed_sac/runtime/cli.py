@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
-# TensorFlow's C++ start-up noise (CUDA plugin registration) would bury the roles' own logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from distributed_sac.config import RunConfig, load_gin  # noqa: E402
-from distributed_sac.errors import UserError  # noqa: E402
-from distributed_sac.layout import RunDir  # noqa: E402
-from distributed_sac.runtime import entrypoint  # noqa: E402
-from distributed_sac.runtime.addresses import check_address  # noqa: E402
+from distributed_sac.config import RunConfig, load_gin
+from distributed_sac.errors import UserError
+from distributed_sac.layout import RunDir
+from distributed_sac.runtime import entrypoint
+from distributed_sac.runtime.addresses import check_address
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root_dir", None, "Run directory for checkpoints, summaries, policies, logs.")
@@ -39,8 +36,6 @@ def load_config() -> RunConfig:
 def set_tf_threads(threads: int) -> None:
     """Caps TensorFlow's thread pools; call before the role runs its first TF op."""
     if threads > 0:
-        import tensorflow as tf
-
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 

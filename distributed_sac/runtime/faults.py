@@ -17,7 +17,7 @@ class FaultInjection:
     # stop (a big replay to write), so a test can hold an orphaned learner alive.
     stop_delay_s: float = 0.0
     # Seconds the replay server waits after SIGTERM before its final checkpoint: a checkpoint
-    # as slow as a big table's (1M Minitaur pairs: 24 s), without filling one.
+    # as slow as a big table's (docs/endurance.md), without filling one.
     replay_server_stop_delay_s: float = 0.0
     # Seconds the evaluator waits halfway through saving a better policy (its SavedModel
     # written, its evaluation.json not yet), so a test can stop it in that window.

@@ -9,9 +9,8 @@ SIGTERM, a bounded wait, then SIGKILL.
 
 It stays in its parent's session on purpose. Linux's autogroup scheduler shares the CPU fairly
 between sessions, not threads: with every role in a session of its own, the learner's TensorFlow
-threads got one third of the 2 cores beside a collector and the replay server. The cluster at
-UTD 1 then trained at 46.7 and 52.0 train steps/s, against 54.7 and 62.7 with the roles in one
-session (Minitaur, 1 collector, 75 s windows, alternating runs, 2026-11-25, 2-core AMD EPYC).
+threads got one third of the 2 cores beside a collector and the replay server, and the cluster
+trained slower than with the roles in one session (docs/performance.md has the figures).
 """
 
 from __future__ import annotations
@@ -156,12 +155,7 @@ class Process:
         self.args = list(args)
         self.name = name or os.path.basename(self.args[0])
         self.log_path = log if isinstance(log, str) else None
-        full_env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            **(env or {}),
-        }
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         output = open(log, "ab") if isinstance(log, str) else log
         try:
             # Logs are appended across restarts: read only this process's part of the file.

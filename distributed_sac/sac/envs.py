@@ -154,8 +154,9 @@ class Camera:
 
     pybullet's Minitaur tasks: pybullet's TinyRenderer, a camera following the robot's base (the
     environment's own distance, yaw and pitch) at the requested size. Its own render() asks for
-    the OpenGL renderer at a fixed 960x720, which costs ~10 times more per frame. Any other task:
-    its render(mode="rgb_array") at its own size. `seconds` adds up the time spent rendering.
+    the OpenGL renderer at a fixed 960x720, which costs several times more per frame
+    (docs/performance.md). Any other task: its render(mode="rgb_array") at its own size.
+    `seconds` adds up the time spent rendering.
     """
 
     def __init__(self, py_env, width: int, height: int):

@@ -1,8 +1,8 @@
 """The actor's policy evaluated with numpy, for collectors and the evaluator.
 
-A TF policy call from Python costs 0.5-1.2 ms per action here (graph dispatch for a
-1x28 input); the same MLP in numpy takes tens of microseconds. Minitaur's step costs ~4.5 ms,
-so that is the difference between a collector at ~80% and ~97% of the environment's speed.
+A TF policy call from Python (graph dispatch for a 1x28 input) costs a sizeable share of a
+Minitaur step; the same MLP in numpy costs a small fraction of that, so a collector runs close to
+the environment's own speed (docs/performance.md has the figures).
 tests/test_numpy_policy.py checks it against TF-Agents' ActorPolicy on the same weights.
 """
 

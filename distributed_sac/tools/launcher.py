@@ -20,28 +20,24 @@ import socket
 import sys
 import time
 
-# The launcher imports TensorFlow to check the gin config (sac/agent.py registers configurables)
-# and for its replay summaries; keep its C++ start-up noise quiet.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from distributed_sac.config import DEFAULT_GIN, gin_headline, load_gin  # noqa: E402
-from distributed_sac.errors import UserError  # noqa: E402
-from distributed_sac.layout import RunDir  # noqa: E402
-from distributed_sac.learner import step_record  # noqa: E402
-from distributed_sac.runtime import run_lock  # noqa: E402
-from distributed_sac.runtime.addresses import check_port  # noqa: E402
-from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags  # noqa: E402
-from distributed_sac.runtime.stopping import StopRequest  # noqa: E402
-from distributed_sac.runtime.waits import poll_until  # noqa: E402
-from distributed_sac.sac import envs  # noqa: E402
-from distributed_sac.tools.cluster import (  # noqa: E402
+from distributed_sac.config import DEFAULT_GIN, gin_headline, load_gin
+from distributed_sac.errors import UserError
+from distributed_sac.layout import RunDir
+from distributed_sac.learner import step_record
+from distributed_sac.runtime import run_lock
+from distributed_sac.runtime.addresses import check_port
+from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags
+from distributed_sac.runtime.stopping import StopRequest
+from distributed_sac.runtime.waits import poll_until
+from distributed_sac.sac import envs
+from distributed_sac.tools.cluster import (
     REPLAY_SERVER_GRACE_S,
     SHUTDOWN_GRACE_S,
     Cluster,
 )
-from distributed_sac.tools.console import Console  # noqa: E402
+from distributed_sac.tools.console import Console
 
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
 
@@ -51,7 +47,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_multi_string("gin_file", [], f"Gin file, repeatable (default: {DEFAULT_GIN}).")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin binding, repeatable.")
-flags.DEFINE_alias("gin_binding", "gin_bindings")  # the launcher's spelling before 2026-11
+flags.DEFINE_alias("gin_binding", "gin_bindings")  # the launcher's earlier spelling
 flags.DEFINE_integer("port", 8008, "Port of the replay server.")
 flags.DEFINE_float("startup_timeout_s", 180, "How long the replay server may take to start.")
 flags.DEFINE_float(
@@ -63,7 +59,7 @@ flags.DEFINE_float(
     "replay_server_grace_s",
     REPLAY_SERVER_GRACE_S,
     "Seconds the replay server, stopped last, gets to write its checkpoint before SIGKILL "
-    "(1M Minitaur pairs took 24 s on 2 cores).",
+    "(it grows with the table: docs/endurance.md).",
 )
 flags.DEFINE_integer(
     "evaluator_nice",

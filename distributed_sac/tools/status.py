@@ -103,7 +103,7 @@ def pairs_line(learner: dict) -> str:
 
 def replay_checkpoint_line(root_dir: str) -> str:
     """The replay server's newest checkpoint: when, how long it took, and the cadence (inserts
-    and samples stall for part of it: up to 2.2 s of 23.6 s at 1M Minitaur pairs)."""
+    and samples stall for part of it: docs/endurance.md)."""
     from distributed_sac.replay.tables import EXPERIENCE_TABLE
     from distributed_sac.tools import monitor
 
