@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -49,8 +50,6 @@ class DiskFull(UserError):
 def is_disk_full(error: BaseException) -> bool:
     """True for an error from a write that ran out of space (an OSError, or TensorFlow's
     errors, which carry only the message)."""
-    import errno
-
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     message = str(error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import tensorflow as tf
 from absl import logging
 from tf_agents.trajectories import trajectory
 
@@ -66,8 +67,6 @@ class EpisodeStatistics:
             self._describe_policy(),
         )
         if self._summaries is not None:
-            import tensorflow as tf
-
             with self._summaries.as_default(step=self._env_steps() + 1):
                 tf.summary.scalar("Metrics/EpisodeReturn", self.episode_return)
                 tf.summary.scalar("Metrics/EpisodeLength", self.episode_length)

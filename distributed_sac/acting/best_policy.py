@@ -14,7 +14,9 @@ import math
 import os
 import time
 
+import tensorflow as tf
 from absl import logging
+from tf_agents.policies import greedy_policy, policy_saver
 
 from distributed_sac.learner.policy_export import publish_dir
 from distributed_sac.runtime.faults import FaultInjection
@@ -88,9 +90,6 @@ class BestPolicyKeeper:
 
     def _make_saver(self):
         if self._saver is None:
-            import tensorflow as tf
-            from tf_agents.policies import greedy_policy, policy_saver
-
             self._train_step = tf.Variable(0, dtype=tf.int64, trainable=False)
             self._saver = policy_saver.PolicySaver(
                 greedy_policy.GreedyPolicy(self._tf_policy), train_step=self._train_step

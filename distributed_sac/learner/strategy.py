@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 from distributed_sac.errors import UserError
 
 STRATEGIES = ("cpu", "mirrored", "tpu")
@@ -10,8 +12,6 @@ STRATEGIES = ("cpu", "mirrored", "tpu")
 def make_strategy(name: str, tpu_address: str | None = None, cpu_devices: int = 2):
     """Call before TensorFlow runs its first op: `mirrored` without GPUs splits the CPU into
     `cpu_devices` logical devices, which only works before the runtime starts."""
-    import tensorflow as tf
-
     if name == "cpu":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -3,11 +3,13 @@ camera and Minitaur's distance walked, for tools that show an episode."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import tree
@@ -24,9 +26,10 @@ def load_env(config: RunConfig, seed: int | None = None):
     episode's masses, friction and motor damping from them, not from the environment's own
     generator. So call it once per process, for the environment that process steps.
     """
+    # Imported here, not at the top: gym, pybullet's tasks and TF-Agents' environments cost
+    # 2.7 s of CPU, which the launcher (it imports this module) refusing a bad flag does not
+    # need. pybullet_envs registers the pybullet tasks (MinitaurBulletEnv-v0, ...) with gym.
     import gym
-
-    # Registers the pybullet tasks (MinitaurBulletEnv-v0, ...) with gym.
     import pybullet_envs  # noqa: F401
     from tf_agents.environments import suite_gym, wrappers
 
@@ -61,9 +64,6 @@ def check_env(config: RunConfig) -> None:
     observation_scale fitting it. Loads the environment once (under a second for Minitaur),
     quietly: pybullet and gym print start-up lines (some from C) that a role's log keeps but the
     launcher's console need not show."""
-    import ctypes
-    import warnings
-
     libc = ctypes.CDLL(None)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -88,7 +88,7 @@ def smooth_actions(env, weight: float):
     """`env` applying weight * (the action it applied last) + (1 - weight) * action: a
     first-order low-pass filter, as pybullet's own Minitaur controllers use; reset at each
     episode's start."""
-    from tf_agents.environments import wrappers
+    from tf_agents.environments import wrappers  # here, as in load_env (its only caller)
 
     class SmoothedActions(wrappers.PyEnvironmentBaseWrapper):
         def __init__(self, inner):
@@ -111,6 +111,7 @@ def smooth_actions(env, weight: float):
 
 def scale_observations(env, scale):
     """`env` with each observation multiplied by `scale` (one factor per dimension)."""
+    # Here, as in load_env (its only caller).
     from tf_agents.environments import wrappers
     from tf_agents.specs import array_spec
 
@@ -193,8 +194,8 @@ class Camera:
         return np.ascontiguousarray(frame[:, :, :3], dtype=np.uint8)
 
     def _minitaur_frame(self) -> np.ndarray:
-        # Imported here, as in load_env: pybullet prints its build time on stderr when imported,
-        # which would follow a tool's one-line error about its input.
+        # Imported here, as in load_env: pybullet prints its build time on stderr when imported
+        # (at no CPU cost to speak of), which would come before a tool's one-line error.
         import pybullet
 
         client, gym_env = self._client, self._gym

@@ -26,6 +26,7 @@ from distributed_sac.config import DEFAULT_GIN, gin_headline, load_gin
 from distributed_sac.errors import UserError
 from distributed_sac.layout import RunDir
 from distributed_sac.learner import step_record
+from distributed_sac.reports import read_reports
 from distributed_sac.runtime import run_lock
 from distributed_sac.runtime.addresses import check_port
 from distributed_sac.runtime.processes import REPO_ROOT, describe_exit, gin_flags
@@ -160,6 +161,8 @@ def show_reports(cluster: Cluster, console: Console, env_steps: dict) -> None:
 def run_cluster(cluster: Cluster, port: int, num_collectors: int) -> None:
     """Starts every role, shows progress and supervises until the learner, the collectors and
     the evaluator have finished; then stops the replay server."""
+    # Imported here: monitor loads Reverb and TensorFlow (2.0 s of CPU), which the
+    # launcher refusing a bad flag does not need.
     from distributed_sac.tools import monitor
 
     console = cluster.console
@@ -229,8 +232,6 @@ def resume_command(root_dir: str) -> str:
 
 def stopped_line(cluster: Cluster) -> str:
     """Where a stopped run got to (the learner's last checkpoint), and how to resume it."""
-    from distributed_sac.reports import read_reports
-
     saved = read_reports(
         cluster.run_dir.log("learner"), "learner_checkpoint", "learner_stopped", "learner_done"
     )

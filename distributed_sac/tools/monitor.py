@@ -5,7 +5,11 @@ The launcher, `status` and the benchmarks use these; nothing here changes what t
 
 from __future__ import annotations
 
+import ast
 import time
+
+import reverb
+import tensorflow as tf
 
 from distributed_sac.learner import step_record
 from distributed_sac.replay import tables, weights
@@ -52,8 +56,6 @@ def rates(before: dict, after: dict) -> dict:
 def operative_value(operative_config: str, name: str):
     """The value the learner used for `RunConfig.<name>`, read from its operative config (a
     Python literal); None when the file or the line is missing."""
-    import ast
-
     prefix = f"RunConfig.{name} = "
     try:
         with open(operative_config) as f:
@@ -71,9 +73,6 @@ class ReplayMonitor:
     fatal, and never holds up the caller (the launcher's supervision loop) for more than 3 s."""
 
     def __init__(self, address: str, summary_dir: str, interval_s: float = 5.0, run_dir=None):
-        import reverb
-        import tensorflow as tf
-
         self._client = reverb.Client(address)
         self._writer = tf.summary.create_file_writer(summary_dir)
         self._interval_s = interval_s
@@ -84,8 +83,6 @@ class ReplayMonitor:
 
     def poll(self) -> dict | None:
         """Counters and rates since the previous poll; None when not due or unreachable."""
-        import tensorflow as tf
-
         if time.monotonic() - self._last_poll < self._interval_s:
             return None
         self._last_poll = time.monotonic()

@@ -16,15 +16,18 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from absl import flags
+from absl import flags, logging
 
 from distributed_sac import reports
 from distributed_sac.acting import best_policy, evaluation
-from distributed_sac.errors import UserError
+from distributed_sac.errors import CallAbandoned, UserError
 from distributed_sac.layout import RunDir
+from distributed_sac.replay.connection import BoundedCall, Reconnecting, abandon_calls, connect
+from distributed_sac.replay.tables import EXPERIENCE_TABLE
 from distributed_sac.runtime import cli
 from distributed_sac.runtime.addresses import check_address
 from distributed_sac.runtime.stopping import StopRequest
+from distributed_sac.tools import monitor
 
 flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-C.")
 flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
@@ -104,9 +107,6 @@ def pairs_line(learner: dict) -> str:
 def replay_checkpoint_line(root_dir: str) -> str:
     """The replay server's newest checkpoint: when, how long it took, and the cadence (inserts
     and samples stall for part of it: docs/endurance.md)."""
-    from distributed_sac.replay.tables import EXPERIENCE_TABLE
-    from distributed_sac.tools import monitor
-
     run_dir = RunDir(root_dir)
     interval = monitor.operative_value(run_dir.operative_config, "replay_checkpoint_interval_s")
     cadence = "only at exit" if interval == 0 else f"every {_fmt(interval, 0)} s and at exit"
@@ -139,8 +139,6 @@ def dropped_pairs_line(root_dir: str) -> str:
 
 
 def render(address: str, before: dict, after: dict, root_dir: str | None) -> str:
-    from distributed_sac.tools import monitor
-
     rates = monitor.rates(before, after)
     sizes, capacities = after["table_sizes"], after["table_capacities"]
     tables = ", ".join(f"{name} {sizes[name]:,}/{capacities[name]:,}" for name in sorted(sizes))
@@ -199,17 +197,6 @@ def render(address: str, before: dict, after: dict, root_dir: str | None) -> str
 
 
 def main() -> None:
-    from absl import logging
-
-    from distributed_sac.errors import CallAbandoned
-    from distributed_sac.replay.connection import (
-        BoundedCall,
-        Reconnecting,
-        abandon_calls,
-        connect,
-    )
-    from distributed_sac.tools import monitor
-
     root_dir = FLAGS.root_dir
     if root_dir is not None and not os.path.isdir(root_dir):
         raise UserError(f"--root_dir {root_dir} is not a directory")
