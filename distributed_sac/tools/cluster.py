@@ -23,9 +23,9 @@ CONFIG_ERROR_EXIT_CODE = UserError.exit_code
 SHUTDOWN_GRACE_S = 8.0
 LEARNER_GRACE_FRACTION = 0.7
 # Seconds the replay server, stopped last, gets for its final checkpoint before SIGKILL: its own
-# budget, since it grows with the table (benchmarks/big_table.py, 2026-12-02, 2-core AMD EPYC:
-# 1M Minitaur pairs took 24.1 s from SIGTERM to exit; 8 s in all would have killed it halfway
-# and the next start would restore the checkpoint before). It exits as soon as it is written.
+# budget, since it grows with the table (a 1M-pair table takes about three times
+# SHUTDOWN_GRACE_S: docs/endurance.md; killed halfway, the next start would restore the
+# checkpoint before). It exits as soon as it is written.
 REPLAY_SERVER_GRACE_S = 120.0
 ROLE_MODULES = {
     "replay_server": "roles.replay_server",

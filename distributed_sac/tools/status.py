@@ -14,8 +14,8 @@ import glob
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
+import reverb
 from absl import flags, logging
 
 from distributed_sac import reports
@@ -33,11 +33,6 @@ flags.DEFINE_bool("watch", False, "Redraw every --interval_s seconds until Ctrl-
 flags.DEFINE_float("interval_s", 2.0, "Seconds over which rates are measured, and between redraws.")
 flags.DEFINE_float("timeout_s", 10.0, "How long to try reaching the replay server.")
 FLAGS = flags.FLAGS
-
-if TYPE_CHECKING:  # the screen's helpers run without TensorFlow and Reverb
-    import reverb
-
-    from distributed_sac.replay.connection import BoundedCall
 
 
 @dataclasses.dataclass(frozen=True)
