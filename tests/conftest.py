@@ -297,6 +297,19 @@ def unwritable_dir(path):
     return path, ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
 
 
+def run_python(code: str, timeout_s=60, cwd=REPO_ROOT):
+    """Runs `python -c code` to completion (bounded, and dying with pytest) in `cwd`; the
+    result, with stdout and stderr apart."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=cwd,
+        preexec_fn=die_with_parent,
+    )
+
+
 def one_error_line(result, tool: str) -> str:
     """The single stderr line of a tool's bad-input exit (code 2, no traceback)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -313,14 +326,7 @@ def standalone_action(policy_dir, cwd) -> list[float]:
     snippet = readme.split("<!-- standalone policy -->\n```python\n", 1)[1].split("```", 1)[0]
     snippet = snippet.replace("runs/x/policies/best_greedy_policy", str(policy_dir))
     check = "\nimport sys\nassert not {'tf_agents', 'distributed_sac'} & set(sys.modules)\n"
-    result = subprocess.run(
-        [sys.executable, "-c", snippet + check],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        preexec_fn=die_with_parent,
-    )
+    result = run_python(snippet + check, timeout_s=120, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     # numpy prints "[[ 0.05 -0.03 ...]]": the numbers of the action.
     return [float(x) for x in re.findall(r"-?\d+\.\d*(?:e[-+]?\d+)?", result.stdout)]

@@ -3,14 +3,11 @@ commands that use them, which import neither TensorFlow nor Reverb."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from distributed_sac.errors import UserError
 from distributed_sac.runtime.addresses import check_address, check_port
-from distributed_sac.runtime.processes import REPO_ROOT, die_with_parent
+from tests.conftest import run_python
 
 
 @pytest.mark.parametrize("address", ["localhost:8008", "10.0.0.7:1", "[::1]:65535"])
@@ -40,13 +37,6 @@ def test_light_modules_import_no_tensorflow(module):
     bad flag, and plot draws, without loading TensorFlow, Reverb or TF-Agents."""
     heavy = "{'tensorflow', 'reverb', 'tf_agents'}"
     code = f"import sys, distributed_sac.{module}; print(sorted({heavy} & set(sys.modules)))"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-        preexec_fn=die_with_parent,
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from tests.conftest import (
     free_port,
     last_line,
     one_error_line,
+    run_python,
     run_tool,
     start_server,
     unwritable_dir,
@@ -467,12 +467,6 @@ def test_the_error_line_stays_last_while_other_threads_log():
     """Nothing a process's other threads write after its one-line error follows it. (Before it
     was so, about one run in 15 ended with the noise.)"""
     for _ in range(30):
-        result = subprocess.run(
-            [sys.executable, "-c", NOISY_FAILURE],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO_ROOT,
-        )
+        result = run_python(NOISY_FAILURE)
         assert result.returncode == 2, result.stderr[-2000:]
         assert last_line(result.stderr) == "noisy: error: the replay server is gone"
