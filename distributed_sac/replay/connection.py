@@ -19,7 +19,7 @@ from distributed_sac.errors import (
     ServerUnreachable,
     first_line,
 )
-from distributed_sac.reports import report
+from distributed_sac.reports import report, seconds_since
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -182,7 +182,7 @@ class Reconnecting(Generic[T]):
         )
         started = time.monotonic()
         self.parts = self._connect()
-        report(f"{self.role}_reconnected", seconds=round(time.monotonic() - started, 2))
+        report(f"{self.role}_reconnected", seconds=seconds_since(started))
 
     def call(self, function: Callable[[T], R]) -> R:
         """`function(parts)`; after a lost server, once more on the remade parts."""
