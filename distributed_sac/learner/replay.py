@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +21,11 @@ from absl import logging
 from distributed_sac.learner.pair_ledger import PairLedger
 from distributed_sac.replay import tables
 from distributed_sac.reports import report
+
+if TYPE_CHECKING:  # parts imports this module
+    from distributed_sac.config import RunConfig
+    from distributed_sac.learner.parts import ServerParts
+    from distributed_sac.replay.connection import Reconnecting
 
 # How long a drain after a reconnect waits for a take the lost server cut short: Reverb cannot
 # cancel it, and once the server answers it finishes within the take's own limit (10 s).
@@ -174,7 +179,13 @@ class ExperienceIntake:
     `rate_limiter_slack_steps` undrained pairs. With the ratio free it drains whatever waits
     and needs only initial_collect_steps."""
 
-    def __init__(self, replay: LearnerReplay, server, config, poll_s: float = 0.05):
+    def __init__(
+        self,
+        replay: LearnerReplay,
+        server: Reconnecting[ServerParts],
+        config: RunConfig,
+        poll_s: float = 0.05,
+    ):
         self._replay, self._server, self._config = replay, server, config
         self._poll_s = poll_s
         self._reader = None  # the feed reader of the newest connection
