@@ -35,6 +35,8 @@ GIN_DIR = os.path.join(REPO_ROOT, "gin")
 SMOKE_GIN = os.path.join(GIN_DIR, "smoke.gin")
 PENDULUM_GIN = os.path.join(GIN_DIR, "pendulum.gin")
 LOCAL_SH = os.path.join(REPO_ROOT, "launch", "local.sh")
+# The best policy of a run of the default config, committed for users to play (README).
+SHIPPED_POLICY = os.path.join(REPO_ROOT, "docs", "minitaur_default_policy")
 
 
 def _interrupt(signum, _frame):

@@ -13,6 +13,7 @@ from distributed_sac.tools.cluster import ROLE_MODULES
 from tests.conftest import (
     PENDULUM_GIN,
     REPO_ROOT,
+    SHIPPED_POLICY,
     SMOKE_GIN,
     free_port,
     last_line,
@@ -412,8 +413,7 @@ def test_role_started_by_hand_names_a_bad_config(role, binding, expected, tmp_pa
 
 @pytest.mark.parametrize("seed", ["-1", "4294967296"])
 def test_play_names_a_seed_out_of_range(seed, tmp_path):
-    policy = os.path.join(REPO_ROOT, "docs", "minitaur_walk_policy")
-    args = ["--policy_dir", policy, "--output", str(tmp_path / "v.mp4"), "--seed", seed]
+    args = ["--policy_dir", SHIPPED_POLICY, "--output", str(tmp_path / "v.mp4"), "--seed", seed]
     result = run_tool("tools.play", args, 120)
     assert one_error_line(result, "play") == (
         f"play: error: --seed must be an integer from 0 to 4294967295, got {seed}"
