@@ -376,21 +376,14 @@ def main() -> None:
         name = f"{kind}-seed{seed}" + ("-repeat" if repeat else "")
         run_dir = os.path.join(output_dir, name)
         print(f"... {name}", flush=True)
+        run_args = {**common, "seed": seed, "run_dir": run_dir}
         if kind == "loop":
             os.makedirs(run_dir)
             run = harness.run_part(
-                PROGRAM,
-                "loop",
-                f"{run_dir}.log",
-                **common,
-                seed=seed,
-                run_dir=run_dir,
-                started_at=time.time(),
+                PROGRAM, "loop", f"{run_dir}.log", **run_args, started_at=time.time()
             )
         else:
-            run = run_cluster(
-                **common, seed=seed, run_dir=run_dir, timeout_s=args.cluster_timeout_s
-            )
+            run = run_cluster(**run_args, timeout_s=args.cluster_timeout_s)
         runs.append({"name": name, "kind": kind, "seed": seed, "repeat": repeat, **run})
         print(
             f"    {run['seconds'] / 60:.1f} min, final AverageReturn "

@@ -18,6 +18,7 @@ not an error; a failed launcher or a role that outlives it is (exit code 1).
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -46,13 +47,16 @@ def flat(reference: float, end: float) -> bool:
     return end <= reference + max(2, 0.05 * reference)
 
 
+def usages(samples: list[dict], name: str, begin_s: float = 0.0, end_s: float = math.inf) -> list:
+    """One role's usage in each sample in [begin_s, end_s] that has it."""
+    return [
+        s["roles"][name] for s in samples if begin_s <= s["t_s"] <= end_s and name in s["roles"]
+    ]
+
+
 def window_median(samples: list[dict], name: str, key: str, begin_s: float, end_s: float):
     """The median of one role's `key` over the samples in [begin_s, end_s]."""
-    values = [
-        s["roles"][name][key]
-        for s in samples
-        if begin_s <= s["t_s"] <= end_s and name in s["roles"]
-    ]
+    values = [usage[key] for usage in usages(samples, name, begin_s, end_s)]
     return statistics.median(values) if values else None
 
 
@@ -71,8 +75,7 @@ def analyse(samples: list[dict], minutes: float, restarts: list[str]) -> dict:
         if name not in reference["roles"]:
             continue
         ref, last = reference["roles"][name], end["roles"][name]
-        after = [s["roles"][name] for s in samples if s["t_s"] >= reference["t_s"]]
-        after = [u for u in after if u is not None]
+        after = usages(samples, name, reference["t_s"])
         figures = {
             "rss_mb_reference": round(ref["rss_mb"], 1),
             "rss_mb_end": round(last["rss_mb"], 1),
@@ -87,7 +90,7 @@ def analyse(samples: list[dict], minutes: float, restarts: list[str]) -> dict:
                 window_median(samples, name, key, *window)
                 for window in (reference_window, end_window)
             ]
-        pids = {s["roles"][name]["pid"] for s in samples if name in s["roles"]}
+        pids = {usage["pid"] for usage in usages(samples, name)}
         roles[name] = {**figures, "pid_changed": len(pids) > 1}
     early = learner_rate(samples, run_s / 12, reference_s)
     late = learner_rate(samples, run_s * 5 / 6, end["t_s"])

@@ -76,16 +76,14 @@ def _random_batch(builder, batch_size: int):
     import numpy as np
     import tensorflow as tf
     from tf_agents.policies import random_py_policy
-    from tf_agents.trajectories import trajectory
 
-    env = builder.make_env(seed=0)
+    from distributed_sac.acting.actor import Actor
+
+    env, steps = builder.make_env(seed=0), []
     policy = random_py_policy.RandomPyPolicy(env.time_step_spec(), env.action_spec(), seed=0)
-    time_step, steps = env.reset(), []
+    actor = Actor(env, [steps.append])
     while len(steps) < batch_size + 1:
-        action_step = policy.action(time_step)
-        next_time_step = env.step(action_step.action)
-        steps.append(trajectory.from_transition(time_step, action_step, next_time_step))
-        time_step = next_time_step
+        actor.step(policy)
     pairs = [
         tf.nest.map_structure(lambda a, b: np.stack([a, b]), s, n) for s, n in zip(steps, steps[1:])
     ]
@@ -140,12 +138,8 @@ def _collector_rates(
         reports = cluster.reports(f"collector-{task}", "collector_progress", since)
         if len(reports) < 2:
             raise RuntimeError(f"collector {task} logged under 2 progress reports in the window")
-        first, last = reports[0], reports[-1]
-        rates.append(
-            per_second(
-                (first["unix_time"], first["env_steps"]), (last["unix_time"], last["env_steps"])
-            )
-        )
+        first, last = ((r["unix_time"], r["env_steps"]) for r in (reports[0], reports[-1]))
+        rates.append(per_second(first, last))
         lags += [r["policy_lag"] for r in reports[1:] if r.get("policy_lag") is not None]
     return rates, (sum(lags) / len(lags) if lags else None)
 
@@ -164,14 +158,19 @@ def _window(cluster: harness.BenchCluster, seconds: float) -> tuple[dict, dict, 
     return begin, {**cluster.counters(), "cpu": _role_cpu_seconds(cluster)}, start_wall
 
 
-def _cpu_per_step(begin: dict, end: dict, roles, steps: float) -> float | None:
+def _cpu_used(begin: dict, end: dict) -> dict[str, float]:
+    """Each role's CPU seconds in the window (of the roles that ran at both its ends)."""
+    return {
+        role: end["cpu"][role] - begin["cpu"][role]
+        for role in end["cpu"]
+        if end["cpu"][role] is not None and begin["cpu"].get(role) is not None
+    }
+
+
+def _cpu_per_step(used: dict[str, float], roles, steps: float) -> float | None:
     """The roles' CPU seconds in the window per step (env step or train step)."""
-    used = [
-        end["cpu"].get(role) - begin["cpu"].get(role)
-        for role in roles
-        if end["cpu"].get(role) is not None and begin["cpu"].get(role) is not None
-    ]
-    return sum(used) / steps if used and steps > 0 else None
+    spent = [used[role] for role in roles if role in used]
+    return sum(spent) / steps if spent and steps > 0 else None
 
 
 def measure_alone(
@@ -256,23 +255,18 @@ def measure_cluster(gin_file, bindings, num_collectors, seconds, work_dir, tls_d
         elapsed = end["time"] - begin["time"]
         rates, lag = _collector_rates(cluster, range(num_collectors), since)
         train_steps = end["train_step"] - begin["train_step"]
-        env_steps = sum(rates) * elapsed
-        server = monitor.rates(begin, end)
+        env_steps, pairs = sum(rates) * elapsed, end["inserts"] - begin["inserts"]
+        server, used = monitor.rates(begin, end), _cpu_used(begin, end)
         collectors = [f"collector-{task}" for task in range(num_collectors)]
         return {
             "num_collectors": num_collectors,
             "learner_steps_per_s": server["train_steps_per_s"],
             # Each role's CPU per step in the cluster: the env's cost under the learning
             # policy's actions differs from its cost under random ones (the env limit).
-            "cluster_cpu_s_per_train_step": _cpu_per_step(begin, end, ["learner"], train_steps),
-            "cluster_cpu_s_per_env_step": _cpu_per_step(begin, end, collectors, env_steps),
-            "server_cpu_s_per_pair": _cpu_per_step(
-                begin, end, ["replay_server"], end["inserts"] - begin["inserts"]
-            ),
-            "cpu_busy_fraction": sum(
-                _cpu_per_step(begin, end, [role], elapsed) or 0.0 for role in end["cpu"]
-            )
-            / os.cpu_count(),
+            "cluster_cpu_s_per_train_step": _cpu_per_step(used, ["learner"], train_steps),
+            "cluster_cpu_s_per_env_step": _cpu_per_step(used, collectors, env_steps),
+            "server_cpu_s_per_pair": _cpu_per_step(used, ["replay_server"], pairs),
+            "cpu_busy_fraction": sum(used.values()) / elapsed / os.cpu_count(),
             "env_steps_per_s_per_collector": rates,
             "env_steps_per_s": sum(rates),
             "inserts_per_s": server["inserts_per_s"],
@@ -280,9 +274,7 @@ def measure_cluster(gin_file, bindings, num_collectors, seconds, work_dir, tls_d
             "mean_policy_lag_steps": lag,
             "tls": bool(tls_dir),
             # Both ends of the tunnel (on separate hosts, each host pays its own end).
-            "tunnel_cpu_s_per_pair": _cpu_per_step(
-                begin, end, list(cluster.tunnels), end["inserts"] - begin["inserts"]
-            ),
+            "tunnel_cpu_s_per_pair": _cpu_per_step(used, cluster.tunnels, pairs),
         }
     finally:
         cluster.stop_all()
@@ -406,35 +398,30 @@ def measure(args, sweep: list[int], work: str) -> dict:
         ("baseline", args.baseline_seconds, {"root_dir": os.path.join(work, "baseline")}),
     ):
         figures.update(_run_part(part, work, **common, seconds=seconds, **extra))
-    figures["collectors_alone"], figures["cluster_runs"] = [], []
-    phases = [
-        ("alone", args.alone_seconds, figures["collectors_alone"], None),
-        ("cluster", args.cluster_seconds, figures["cluster_runs"], None),
-    ]
+    tls_dirs = [None]
     if args.tls:
-        tls_dir = os.path.join(work, "certs")
-        made = run_bounded(module_command("tools.tls_certs", ["--dir", tls_dir]), 120)
+        tls_dirs.append(os.path.join(work, "certs"))
+        made = run_bounded(module_command("tools.tls_certs", ["--dir", tls_dirs[1]]), 120)
         if made.returncode != 0:
             fail(PROGRAM, f"making the tunnels' certificates failed: {made.stderr.strip()}")
-        figures["collectors_alone_tls"], figures["cluster_runs_tls"] = [], []
+    phases = (
+        ("alone", args.alone_seconds, "collectors_alone"),
+        ("cluster", args.cluster_seconds, "cluster_runs"),
+    )
+    for kind, seconds, key in phases:
         # Each tunnelled phase right after its plain one: the two see the same machine.
-        phases = [
-            phases[0],
-            ("alone", args.alone_seconds, figures["collectors_alone_tls"], tls_dir),
-            phases[1],
-            ("cluster", args.cluster_seconds, figures["cluster_runs_tls"], tls_dir),
-        ]
-    for kind, seconds, runs, tls_dir in phases:
-        for n in sweep:
-            part_dir = os.path.join(work, f"{kind}{n}{'-tls' if tls_dir else ''}")
-            os.makedirs(part_dir)
-            extra = {"num_collectors": n, "seconds": seconds, "work_dir": part_dir}
-            if tls_dir:
-                extra["tls_dir"] = tls_dir
-            if kind == "alone":
-                extra["with_learner"] = n == sweep[0] and not tls_dir
-                extra["replay_capacity"] = args.alone_replay_capacity
-            runs.append(_run_part(kind, work, **common, **extra))
+        for tls_dir in tls_dirs:
+            runs = figures[key + ("_tls" if tls_dir else "")] = []
+            for n in sweep:
+                part_dir = os.path.join(work, f"{kind}{n}{'-tls' if tls_dir else ''}")
+                os.makedirs(part_dir)
+                extra = {"num_collectors": n, "seconds": seconds, "work_dir": part_dir}
+                if tls_dir:
+                    extra["tls_dir"] = tls_dir
+                if kind == "alone":
+                    extra["with_learner"] = n == sweep[0] and not tls_dir
+                    extra["replay_capacity"] = args.alone_replay_capacity
+                runs.append(_run_part(kind, work, **common, **extra))
     return figures
 
 

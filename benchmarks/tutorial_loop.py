@@ -18,6 +18,7 @@ from tf_agents.train import actor, learner, triggers
 from tf_agents.train.utils import train_utils
 
 from distributed_sac.builder import Builder
+from distributed_sac.replay import tables
 
 
 class TutorialLoop:
@@ -26,11 +27,10 @@ class TutorialLoop:
     def __init__(self, config, root_dir: str, seed: int | None = None):
         if seed is not None:
             tf.keras.utils.set_random_seed(seed)  # TF, and Python's and numpy's generators
-        self.config = config
-        self.builder = Builder(config)
-        self._env = self.builder.make_env(seed=seed)
+        builder = Builder(config)
+        self._env = builder.make_env(seed=seed)
         self.train_step = train_utils.create_train_step()
-        self.agent = self.builder.make_agent(self.train_step)
+        self.agent = builder.make_agent(self.train_step)
 
         table = reverb.Table(
             "uniform_table",
@@ -86,26 +86,22 @@ class TutorialLoop:
                 triggers.StepPerSecondLogTrigger(self.train_step, interval=1000),
             ],
         )
-        self.env_steps = 0  # environment steps taken (random and policy)
 
     def collect_initial(self) -> None:
         """The notebook's initial collection: `initial_collect_steps` random steps."""
         self._random_actor.run()
-        self.env_steps += self.config.initial_collect_steps
 
     def iterate(self, count: int) -> None:
         """`count` iterations of: collect one step, train one step."""
         for _ in range(count):
             self._collect_actor.run()
             self._learner.run(iterations=1)
-        self.env_steps += count
 
     def items_inserted(self) -> int:
-        """Experience items the table has taken in: the same count the cluster's evaluator
-        records as env_steps (see distributed_sac.replay.items_inserted)."""
+        """Experience items the table has taken in, read as the cluster's evaluator reads its
+        env_steps (the notebook's table has the name of the cluster's experience table)."""
         self._observer.flush()
-        info = self._client.server_info()["uniform_table"]
-        return info.rate_limiter_info.insert_stats.completed
+        return tables.items_inserted(self._client)
 
     def close(self) -> None:
         self._observer.close()

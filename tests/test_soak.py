@@ -82,3 +82,11 @@ def test_soak_targets_see_growth_not_a_transient_at_the_last_sample():
     figures = soak.analyse(growing, 60, [])
     assert figures["targets"]["threads_flat"] is False
     assert figures["targets"]["fds_flat"] and figures["targets"]["rss_within_10_percent"]
+
+
+def test_soak_figures_leave_out_a_sample_without_the_role():
+    # A role the launcher is restarting is missing from the samples taken meanwhile.
+    samples = synthetic_samples(lambda t: 16)
+    del samples[100]["roles"]["learner"]  # minute 50, past the reference
+    figures = soak.analyse(samples, 60, [])
+    assert figures["roles"]["learner"]["threads_range_after_reference"] == [16, 16]
