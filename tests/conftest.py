@@ -174,7 +174,7 @@ def start_server(processes, tmp_path, gin_file=SMOKE_GIN, bindings=()):
 
 
 def run_processes_of(root_dir) -> list[str]:
-    result = subprocess.run(["pgrep", "-af", str(root_dir)], capture_output=True, text=True)
+    result = run_to_end(["pgrep", "-af", str(root_dir)], 30)
     return [line for line in result.stdout.splitlines() if "pgrep" not in line]
 
 
@@ -272,19 +272,23 @@ def smoke_root(smoke_run) -> Path:
     return smoke_run.root
 
 
-def run_tool(module, args, timeout_s=300, prefix=(), env=None):
-    """Runs `python -m distributed_sac.<module> args` to completion (bounded, and dying with
-    pytest), in `env` (default: this process's environment); the result, with stdout and stderr
-    apart."""
+def run_to_end(command, timeout_s=120, cwd=REPO_ROOT, env=None):
+    """Runs `command` to completion (bounded, and dying with pytest) in `cwd`, in `env`
+    (default: this process's environment); the result, with stdout and stderr apart."""
     return subprocess.run(
-        [*prefix, *module_command(module, args)],
+        list(command),
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        cwd=cwd,
         env=env,
-        cwd=REPO_ROOT,
         preexec_fn=die_with_parent,
     )
+
+
+def run_tool(module, args, timeout_s=300, prefix=(), env=None):
+    """`python -m distributed_sac.<module> args`, run to the end (run_to_end)."""
+    return run_to_end([*prefix, *module_command(module, args)], timeout_s, env=env)
 
 
 def unwritable_dir(path):
@@ -300,16 +304,8 @@ def unwritable_dir(path):
 
 
 def run_python(code: str, timeout_s=60, cwd=REPO_ROOT):
-    """Runs `python -c code` to completion (bounded, and dying with pytest) in `cwd`; the
-    result, with stdout and stderr apart."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        cwd=cwd,
-        preexec_fn=die_with_parent,
-    )
+    """`python -c code`, run to the end (run_to_end)."""
+    return run_to_end([sys.executable, "-c", code], timeout_s, cwd)
 
 
 def one_error_line(result, tool: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from tests.conftest import (
     last_line,
     one_error_line,
     run_python,
+    run_to_end,
     run_tool,
     start_server,
     unwritable_dir,
@@ -33,14 +33,7 @@ def run_role(role, args, timeout_s=120, prefix=()):
 
 
 def run_local_sh(args, timeout_s=120, env=None, prefix=()):
-    return subprocess.run(
-        [*prefix, LOCAL_SH, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        cwd=REPO_ROOT,
-        env=dict(os.environ, **(env or {})),
-    )
+    return run_to_end([*prefix, LOCAL_SH, *args], timeout_s, env=dict(os.environ, **(env or {})))
 
 
 @pytest.mark.parametrize("module", ["replay_server", "learner", "collector", "evaluator"])
@@ -179,13 +172,8 @@ def test_launch_scripts_reject_unsupported_python(script, tmp_path):
     python312.write_text("#!/bin/sh\necho 3.12\n")
     python312.chmod(0o755)
     venv = tmp_path / "venv"
-    result = subprocess.run(
-        [script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHON=str(python312), DISTRIBUTED_SAC_VENV=str(venv)),
-    )
+    env = dict(os.environ, PYTHON=str(python312), DISTRIBUTED_SAC_VENV=str(venv))
+    result = run_to_end([script], 60, env=env)
     assert result.returncode != 0
     assert last_line(result.stderr) == (
         f"error: $PYTHON={python312} is Python 3.12; distributed_sac needs CPython 3.9, 3.10 or "

@@ -1,12 +1,11 @@
 """python -m benchmarks.throughput in its tiny mode: every figure the bench tooling reads."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_to_end
 
 BENCHMARK = [sys.executable, "-m", "benchmarks.throughput"]
 KEYS = [
@@ -58,9 +57,7 @@ def test_quick_benchmark_writes_every_key_positive(processes, tmp_path):
 
 
 def _run(*args):
-    return subprocess.run(
-        [*BENCHMARK, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
-    )
+    return run_to_end([*BENCHMARK, *args])
 
 
 def test_bad_arguments_get_one_line_errors(tmp_path):

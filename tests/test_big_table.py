@@ -1,12 +1,11 @@
 """python -m benchmarks.big_table --quick: a table filled, checkpointed under traffic, restored."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_to_end
 
 SCRIPT = [sys.executable, "-m", "benchmarks.big_table"]
 
@@ -32,13 +31,7 @@ def test_quick_big_table_fills_checkpoints_and_restores(processes, tmp_path):
 
 def test_big_table_refuses_a_run_dir_with_data(tmp_path):
     (tmp_path / "kept").write_text("a user's file")
-    result = subprocess.run(
-        [*SCRIPT, "--quick", "--root_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
+    result = run_to_end([*SCRIPT, "--quick", "--root_dir", str(tmp_path)], 300)
     assert result.returncode == 1
     assert result.stderr.strip() == f"big_table: error: --root_dir {tmp_path} is not empty"
     assert (tmp_path / "kept").read_text() == "a user's file"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +19,15 @@ import reverb
 
 from distributed_sac.layout import RunDir
 from distributed_sac.replay import server_checkpoints, tables
-from tests.conftest import last_line, read, reports, start_by_hand, wait_for_line, wait_until
+from tests.conftest import (
+    last_line,
+    read,
+    reports,
+    run_python,
+    start_by_hand,
+    wait_for_line,
+    wait_until,
+)
 from tests.test_server_checkpoints import MINITAUR_PAIR_WIDTH, insert_pairs, pair_numbers, start
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -31,11 +38,13 @@ def small_disk(tmp_path):
     """A 64 MiB tmpfs at tmp_path/disk, unmounted after the test."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True, timeout=60
+    )
     try:
         yield disk
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        subprocess.run(["umount", "-l", str(disk)], check=False, timeout=60)
 
 
 def fill(disk, leave_bytes: int = 0) -> str:
@@ -126,18 +135,12 @@ def test_policy_export_on_a_full_disk_keeps_the_previous_policy(processes, tmp_p
             key=lambda n: int(n.rsplit(".v", 1)[1]),
         )
         assert versions[-1] == os.readlink(policy) and len(versions) <= 2, versions
-        loaded = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                # tf_agents registers the policies' distribution specs (the collect policy's).
-                "import tensorflow as tf, tf_agents.distributions; "
-                f"p = tf.saved_model.load({policy!r}); "
-                "print(int(p.get_train_step().numpy()))",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        loaded = run_python(
+            # tf_agents registers the policies' distribution specs (the collect policy's).
+            "import tensorflow as tf, tf_agents.distributions; "
+            f"p = tf.saved_model.load({policy!r}); "
+            "print(int(p.get_train_step().numpy()))",
+            timeout_s=120,
         )
         assert loaded.returncode == 0, loaded.stderr[-2000:]
         step = int(loaded.stdout.split()[-1])

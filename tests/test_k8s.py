@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_to_end
 
 K8S_DIR = os.path.join(REPO_ROOT, "docker", "k8s")
 # The venv's, installed by name with the test extras (not whatever kubectl a machine has).
@@ -25,12 +24,7 @@ WORKLOADS = ("StatefulSet", "Job")
 
 
 def render(kustomization: str) -> dict[tuple[str, str], dict]:
-    result = subprocess.run(
-        [KUBECTL, "kustomize", os.path.join(K8S_DIR, kustomization)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_to_end([KUBECTL, "kustomize", os.path.join(K8S_DIR, kustomization)])
     assert result.returncode == 0, result.stderr
     documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}

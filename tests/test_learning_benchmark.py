@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_to_end
 
 BENCHMARK = [sys.executable, "-m", "benchmarks.learning"]
 
@@ -84,9 +83,7 @@ def test_quick_learning_benchmark_compares_loop_and_cluster(processes, tmp_path)
 
 
 def _run(*args):
-    return subprocess.run(
-        [*BENCHMARK, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
-    )
+    return run_to_end([*BENCHMARK, *args])
 
 
 def _error(result) -> str:

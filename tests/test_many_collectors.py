@@ -2,12 +2,11 @@
 size hold the update-to-data ratio, each inserts, all stop by themselves at the final step."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_processes_of
+from tests.conftest import REPO_ROOT, run_processes_of, run_to_end
 
 SCRIPT = [sys.executable, "-m", "benchmarks.many_collectors"]
 
@@ -36,7 +35,7 @@ def test_eight_collectors_hold_the_ratio_and_stop_at_the_final_step(processes, t
 
 
 def test_many_collectors_refuses_a_free_ratio_in_one_line(tmp_path):
-    result = subprocess.run(
+    result = run_to_end(
         [
             *SCRIPT,
             "--gin_file",
@@ -46,10 +45,7 @@ def test_many_collectors_refuses_a_free_ratio_in_one_line(tmp_path):
             "--root_dir",
             str(tmp_path / "run"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
+        300,
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (

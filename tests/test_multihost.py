@@ -16,7 +16,7 @@ import pytest
 from distributed_sac.layout import RunDir
 from distributed_sac.runtime.processes import alive, module_command, run_bounded
 from distributed_sac.tools.cluster import ROLE_MODULES
-from tests.conftest import SMOKE_GIN, free_port, read, reports, run_tool, wait_for_line
+from tests.conftest import SMOKE_GIN, free_port, read, reports, run_to_end, run_tool, wait_for_line
 
 SUBNET = "10.213.77"  # inside the namespaces only: the host's own routes never see it
 
@@ -86,7 +86,7 @@ class Hosts:
 
 def remove_stale_namespaces() -> None:
     """Namespaces left by a test run that was killed (their tag is a pytest pid now gone)."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listed = run_to_end(["ip", "netns", "list"], 30).stdout
     for name in {word for word in listed.split() if word.startswith("dsac-")}:
         tag = name.rsplit("-", 1)[-1]
         if tag.isdigit() and not alive(int(tag)):
@@ -103,7 +103,7 @@ def hosts(processes):
         processes.stop_all()  # nothing may run inside a namespace we delete
         leftover = made.pids()
         made.remove()
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        listed = run_to_end(["ip", "netns", "list"], 30).stdout
         assert not leftover, f"processes left in the test's namespaces: {leftover}"
         assert not [word for word in listed.split() if word.endswith(f"-{made.tag}")], listed
 

@@ -1,13 +1,12 @@
 """python -m benchmarks.soak --quick: every role sampled, the run stopped, the figures written."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from benchmarks import soak
-from tests.conftest import REPO_ROOT, run_processes_of
+from tests.conftest import run_processes_of, run_to_end
 
 SOAK = [sys.executable, "-m", "benchmarks.soak"]
 ROLES = {"replay_server", "learner", "collector-0", "collector-1", "evaluator"}
@@ -48,9 +47,7 @@ def test_quick_soak_samples_every_role_and_stops_the_run(processes, tmp_path):
 
 
 def test_soak_refuses_a_bad_length_in_one_line():
-    result = subprocess.run(
-        [*SOAK, "--minutes", "0"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
-    )
+    result = run_to_end([*SOAK, "--minutes", "0"])
     assert result.returncode != 0
     assert result.stderr.strip() == "soak: error: --minutes and --interval_s must be positive"
 
