@@ -243,12 +243,28 @@ class LauncherRun:
                 roles[name] = {"pid": pid, **usage}
         return roles
 
-    def samples(self, interval_s: float, until_s=None, timeout_s=None, roles=False):
-        """From the replay server answering, every `interval_s` seconds: the server's counters
-        (None while it does not answer) and with `roles` each role's usage; for `until_s` seconds
-        with the launcher running (the last sample at `until_s`), or else until the launcher
-        exits (failing past `timeout_s`)."""
+    def wait_for_training(self, timeout_s: float) -> None:
+        """Until the learner has pushed its first weights (the roles have started, the initial
+        collection is in); the benchmark fails after `timeout_s`."""
+
+        def trained() -> bool:
+            self.check_running()
+            return self.counters().get("train_step") is not None
+
+        if not poll_until(trained, timeout_s, interval_s=1):
+            fail(self.program, f"the learner pushed no weights in {timeout_s:.0f} s")
+
+    def samples(
+        self, interval_s: float, until_s=None, timeout_s=None, roles=False, from_training=False
+    ):
+        """From the replay server answering (with `from_training`, from the learner's first
+        weights), every `interval_s` seconds: the server's counters (None while it does not
+        answer) and with `roles` each role's usage; for `until_s` seconds with the launcher
+        running (the last sample at `until_s`), or else until the launcher exits (failing past
+        `timeout_s`)."""
         self.wait_for_server(STARTUP_TIMEOUT_S)
+        if from_training:
+            self.wait_for_training(STARTUP_TIMEOUT_S)
         self.sampled_from = time.monotonic()
         while True:
             now = time.monotonic() - self.sampled_from
