@@ -143,6 +143,19 @@ def provenance(gin_file: str, bindings) -> dict:
     }
 
 
+def read_figures(program: str, path: str, keys) -> dict:
+    """An earlier run's figures (a `write_figures` JSON) holding `keys`; fails in one line."""
+    try:
+        with open(path) as f:
+            figures = json.load(f)
+        missing = [key for key in keys if key not in figures]
+    except (OSError, ValueError, TypeError) as error:
+        fail(program, f"cannot read the figures in {path}: {error}")
+    if missing:
+        fail(program, f"cannot read the figures in {path}: no {', '.join(missing)}")
+    return figures
+
+
 def write_figures(path: str | None, figures: dict) -> None:
     """The figures as JSON to `path` (nothing without one), and a line saying where."""
     if path:
@@ -284,6 +297,12 @@ class LauncherRun:
 
     def restarts(self) -> list[str]:
         return [line for line in self.process.output().splitlines() if "restarted (restart" in line]
+
+    def finish_cleanly(self, timeout_s: float, what: str) -> None:
+        """Until the launcher ends by itself (`finish`); fails in one line unless it exited 0."""
+        code = self.finish(timeout_s)
+        if code != 0:
+            fail(self.program, f"{what} ended with exit {code}; see {self.log_path}")
 
     def finish(self, timeout_s: float, interrupt: bool = False) -> int:
         """The launcher's exit code: after a SIGINT (as Ctrl-C) if `interrupt`, else once it ends

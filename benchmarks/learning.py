@@ -90,9 +90,7 @@ def run_cluster(gin_file, bindings, seed, env_steps, eval_every, eval_episodes, 
     ]
     log_path = f"{run_dir}.log"
     with harness.LauncherRun(PROGRAM, run_dir, gin_file, cluster_bindings, 1, log_path) as run:
-        code = run.finish(timeout_s)
-    if code != 0:
-        fail(PROGRAM, f"cluster run {run_dir} failed (exit {code}); see {log_path}")
+        run.finish_cleanly(timeout_s, f"cluster run {run_dir}")
     evaluations, _ = evaluation.read_evaluations(RunDir(run_dir).metrics)
     if not evaluations:
         fail(PROGRAM, f"cluster run {run_dir} wrote no evaluation; see {log_path}")
@@ -405,13 +403,7 @@ def report(result: dict, output_dir: str) -> None:
 
 def resummarize(output_dir: str) -> None:
     path = os.path.join(output_dir, "learning.json")
-    try:
-        with open(path) as f:
-            result = json.load(f)
-        result["runs"], result["setup"], result["machine"]  # noqa: B018  the keys it needs
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        fail(PROGRAM, f"cannot read the results in {path}: {error}")
-    report(result, output_dir)
+    report(harness.read_figures(PROGRAM, path, ("runs", "setup", "machine")), output_dir)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ def run_seed(args, seed: int, run_dir: str) -> None:
     bindings = [*args.gin_bindings, f"RunConfig.seed = {seed}"]
     log_path = f"{run_dir}.log"
     with harness.LauncherRun(PROGRAM, run_dir, args.gin_file, bindings, log_path=log_path) as run:
-        code = run.finish(args.timeout_s)
-    if code != 0:
-        fail(PROGRAM, f"seed {seed} ended with {code}; see {log_path}")
+        run.finish_cleanly(args.timeout_s, f"seed {seed}")
 
 
 def curves(base_dir: str, seeds, eval_interval: int) -> dict[int, dict[int, float]]:

@@ -18,7 +18,6 @@ not an error; a failed launcher or a role that outlives it is (exit code 1).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -184,12 +183,11 @@ def run(args) -> dict:
 
 def reanalyse(path: str, output: str | None) -> dict:
     """An earlier run's figures recomputed from its samples (written to `output` if given)."""
+    earlier = harness.read_figures(PROGRAM, path, ("samples", "minutes", "restarts"))
     try:
-        with open(path) as f:
-            earlier = json.load(f)
         figures = analyse(earlier["samples"], earlier["minutes"], earlier["restarts"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        fail(PROGRAM, f"cannot analyse {path}: {error!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        fail(PROGRAM, f"cannot analyse the samples in {path}: {error!r}")
     samples = earlier.pop("samples")
     result = {**earlier, **figures, "samples": samples}
     harness.write_figures(output, result)

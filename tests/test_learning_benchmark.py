@@ -126,5 +126,5 @@ def test_bad_arguments_get_one_line_errors(tmp_path):
         == "learning: error: RunConfig.batch_size must be an integer of at least 1, got -1"
     )
     assert _error(_run("--summarize", new)).startswith(
-        f"learning: error: cannot read the results in {new}/learning.json"
+        f"learning: error: cannot read the figures in {new}/learning.json"
     )

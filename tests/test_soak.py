@@ -52,6 +52,19 @@ def test_soak_refuses_a_bad_length_in_one_line():
     assert result.stderr.strip() == "soak: error: --minutes and --interval_s must be positive"
 
 
+def test_soak_refuses_unreadable_figures_in_one_line(tmp_path):
+    missing, partial = tmp_path / "none.json", tmp_path / "partial.json"
+    partial.write_text('{"minutes": 60}')
+    result = run_to_end([*SOAK, "--analyse", str(missing)])
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"soak: error: cannot read the figures in {missing}: ")
+    result = run_to_end([*SOAK, "--analyse", str(partial)])
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"soak: error: cannot read the figures in {partial}: no samples, restarts"
+    )
+
+
 def synthetic_samples(threads_at) -> list[dict]:
     """A 60-minute soak sampled every 30 s: one role, steady memory, threads from
     `threads_at(t_s)`, a learner at 50 train steps/s."""

@@ -1,0 +1,88 @@
+"""python -m benchmarks.seeds: the tool behind README's per-seed tables. It reads the committed
+curves back to the published figures, runs seeds on the launcher and exports their curves, and
+refuses bad arguments in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, run_to_end
+
+SEEDS = [sys.executable, "-m", "benchmarks.seeds"]
+DEFAULT_SEEDS = os.path.join(REPO_ROOT, "docs", "minitaur_default_seeds")
+
+
+def test_summarize_reads_the_committed_default_seeds_back_to_the_published_figures(tmp_path):
+    copy = tmp_path / "seeds"  # --summarize writes seeds.json where it reads
+    shutil.copytree(DEFAULT_SEEDS, copy)
+    marks = "250000,500000,750000,1000000"
+    command = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/minitaur.gin", "--seeds", "2,3,4"]
+    command += ["--summarize", "--output_dir", str(copy), "--env_steps_marks", marks]
+    result = run_to_end([*command, "--thresholds", "10,15"], 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    milestones = json.loads((copy / "seeds.json").read_text())["milestones"]
+    rows = milestones["seeds"]
+    # docs/results.md "The default over five seeds", rows 2-4.
+    at_1m = {seed: round(row["at"]["1000000"], 2) for seed, row in rows.items()}
+    last3_1m = {seed: round(row["last3"]["1000000"], 2) for seed, row in rows.items()}
+    assert at_1m == {"2": 16.44, "3": 11.89, "4": 16.26}
+    assert last3_1m == {"2": 16.68, "3": 11.39, "4": 16.12}
+    assert rows["2"]["best"]["env_steps"] == 860000
+    assert round(rows["2"]["best"]["AverageReturn"], 2) == 17.68
+    assert rows["4"]["reached"]["10.0"] == {"env_steps": 260000, "training_minutes": 16.0}
+    assert rows["3"]["reached"]["15.0"] is None
+    assert round(milestones["median_at"]["1000000"], 2) == 16.26
+    assert re.search(r"^s3 +5\.24 \(4\.39\) +7\.20 \(7\.32\)", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.slow
+def test_a_seed_runs_on_the_launcher_and_its_exported_curve_reads_back(processes, tmp_path):
+    # One seed: the table over several is the test above's.
+    runs, export = tmp_path / "runs", tmp_path / "export"
+    command = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/smoke.gin", "--seeds", "1"]
+    command += ["--output_dir", runs, "--export_dir", export, "--timeout_s", "600"]
+    command += ["--env_steps_marks", "300,450", "--thresholds=-1000,1000"]
+    log = tmp_path / "seeds.log"
+    code = processes.start([str(part) for part in command], log).wait(timeout=1500)
+    assert code == 0, log.read_text()[-3000:]
+    milestones = json.loads((runs / "seeds.json").read_text())["milestones"]
+    assert set(milestones["seeds"]) == {"1"}
+    for seed, row in milestones["seeds"].items():
+        assert row["last_env_steps"] >= 450, (seed, row)
+        assert all(row["at"][mark] is not None for mark in ("300", "450")), (seed, row)
+        assert row["reached"]["-1000.0"]["env_steps"] <= 300, (seed, row)
+        assert row["reached"]["1000.0"] is None
+        assert (export / f"s{seed}" / "eval" / "metrics.jsonl").is_file()
+        assert (export / f"s{seed}" / "logs" / "learner.log").is_file()
+    # Only the curves were exported, and they give the same figures as the runs.
+    assert sorted(p.name for p in export.iterdir()) == ["s1", "seeds.json"]
+    again = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/smoke.gin", "--seeds", "1", "--summarize"]
+    again += ["--output_dir", str(export), "--env_steps_marks", "300,450"]
+    result = run_to_end([*again, "--thresholds=-1000,1000"], 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((export / "seeds.json").read_text())["milestones"] == milestones
+
+
+def test_seeds_refuses_bad_arguments_in_one_line(tmp_path):
+    def error(*args) -> str:
+        result = run_to_end([*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/smoke.gin", *args], 300)
+        assert result.returncode != 0
+        return result.stderr.strip()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert error("--seeds", "0", "--summarize", "--output_dir", str(empty)) == (
+        f"seeds: error: no evaluations at {empty}/s0/eval/metrics.jsonl"
+    )
+    assert error("--seeds", "a,b", "--output_dir", str(empty)).startswith(
+        "seeds: error: --seeds must be like 0,1"
+    )
+    assert error("--env_steps_marks", "0", "--output_dir", str(empty)) == (
+        "seeds: error: --env_steps_marks must be positive"
+    )
