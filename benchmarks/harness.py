@@ -190,13 +190,24 @@ def print_table(rows, header=(), title=None) -> None:
 class LauncherRun:
     """The launcher (what launch/local.sh runs) on a config in its own process, its output in
     `log_path` (default <root_dir>/launcher.out), and a bounded client on its replay server once
-    that answers. Left by an exception, it stops the launcher and its roles at once."""
+    that answers. `launcher_flags`: more of the launcher's own flags. Left by an exception, it
+    stops the launcher and its roles at once."""
 
-    def __init__(self, program, root_dir, gin_file, bindings, num_collectors=None, log_path=None):
+    def __init__(
+        self,
+        program,
+        root_dir,
+        gin_file,
+        bindings,
+        num_collectors=None,
+        log_path=None,
+        launcher_flags=(),
+    ):
         self.program, self.port = program, free_port()
         self.log_path = log_path or os.path.join(root_dir, "launcher.out")
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         args = ["--root_dir", root_dir, "--port", str(self.port), *gin_flags([gin_file], bindings)]
+        args += list(launcher_flags)
         if num_collectors is not None:
             args += ["--num_collectors", str(num_collectors)]
         self.started_at = time.time()

@@ -14,7 +14,7 @@ median, AverageReturn at each mark (the last evaluation at or before it, and the
 last three), the best up to the last mark, and the env steps and minutes of training at which it
 first reached each of --thresholds (learning_curve.read_curve: they count on across relaunches).
 --export_dir copies each seed's curve and seeds.json there, small enough to commit; --summarize
---output_dir <export_dir> reads them back.
+--output_dir <export_dir> reads them back. --evaluator_nice is the launcher's (training first).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ PROGRAM = "seeds"
 def run_seed(args, seed: int, run_dir: str) -> None:
     bindings = [*args.gin_bindings, f"RunConfig.seed = {seed}"]
     log_path = f"{run_dir}.log"
-    with harness.LauncherRun(PROGRAM, run_dir, args.gin_file, bindings, log_path=log_path) as run:
+    flags = [] if args.evaluator_nice is None else ["--evaluator_nice", str(args.evaluator_nice)]
+    with harness.LauncherRun(
+        PROGRAM, run_dir, args.gin_file, bindings, log_path=log_path, launcher_flags=flags
+    ) as run:
         run.finish_cleanly(args.timeout_s, f"seed {seed}")
 
 
@@ -165,8 +168,13 @@ def main() -> None:
         help="copy each seed's evaluations and learner reports here (small enough to commit); "
         "--summarize --output_dir <it> reads them back",
     )
+    parser.add_argument(
+        "--evaluator_nice", type=int, help="the launcher's --evaluator_nice (training first)"
+    )
     args = parser.parse()
     seeds = harness.numbers(PROGRAM, "seeds", args.seeds, "0,1,2")
+    if args.evaluator_nice is not None and not 0 <= args.evaluator_nice <= 19:
+        fail(PROGRAM, f"--evaluator_nice must be 0 to 19, got {args.evaluator_nice}")
     thresholds, marks = [], []
     if args.thresholds:
         thresholds = harness.numbers(PROGRAM, "thresholds", args.thresholds, "10,15", float)

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from distributed_sac.layout import RunDir
+from distributed_sac.reports import fields_of
 from tests.conftest import REPO_ROOT, run_to_end
 
 SEEDS = [sys.executable, "-m", "benchmarks.seeds"]
@@ -47,12 +49,14 @@ def test_a_seed_runs_on_the_launcher_and_its_exported_curve_reads_back(processes
     runs, export = tmp_path / "runs", tmp_path / "export"
     command = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/smoke.gin", "--seeds", "1"]
     command += ["--output_dir", runs, "--export_dir", export, "--timeout_s", "600"]
-    command += ["--env_steps_marks", "300,450", "--thresholds=-1000,1000"]
+    command += ["--env_steps_marks", "300,450", "--thresholds=-1000,1000", "--evaluator_nice", "5"]
     log = tmp_path / "seeds.log"
     code = processes.start([str(part) for part in command], log).wait(timeout=1500)
     assert code == 0, log.read_text()[-3000:]
     milestones = json.loads((runs / "seeds.json").read_text())["milestones"]
     assert set(milestones["seeds"]) == {"1"}
+    started = fields_of(RunDir(str(runs / "s1")).log("evaluator"), "evaluator_start")
+    assert started[-1]["nice"] == min(19, os.nice(0) + 5)  # added to the niceness it inherits
     for seed, row in milestones["seeds"].items():
         assert row["last_env_steps"] >= 450, (seed, row)
         assert all(row["at"][mark] is not None for mark in ("300", "450")), (seed, row)
@@ -85,4 +89,7 @@ def test_seeds_refuses_bad_arguments_in_one_line(tmp_path):
     )
     assert error("--env_steps_marks", "0", "--output_dir", str(empty)) == (
         "seeds: error: --env_steps_marks must be positive"
+    )
+    assert error("--evaluator_nice", "-1", "--output_dir", str(empty)) == (
+        "seeds: error: --evaluator_nice must be 0 to 19, got -1"
     )
