@@ -37,7 +37,7 @@ def window_ratio(samples: list[dict], final_step: int) -> dict | None:
     """Train steps per inserted pair while training: the least-squares slope of the train step on
     the pairs inserted over every sample taken then. Two samples alone misread a short window:
     the train step moves in weight pushes and the collectors hold pairs in flight, so either end
-    can be a push or a few pairs off (3.5% on a 2 900-pair window under load)."""
+    can be a push or a few pairs off (docs/endurance.md)."""
     training = [s for s in samples if s["train_step"] and s["train_step"] < final_step]
     if len(training) < 3 or training[-1]["inserts"] <= training[0]["inserts"]:
         return None
