@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+import gin
 from distributed_sac.config import (
     BUNDLED_GIN_DIR,
     DEFAULT_GIN,
@@ -31,8 +32,10 @@ def test_the_default_config_is_the_walking_one_and_the_tutorials_is_one_flag_awa
     assert os.path.basename(DEFAULT_GIN) == "minitaur.gin"
     assert gin_headline(DEFAULT_GIN).startswith("The default: SAC on MinitaurBulletEnv-v0")
     assert (default.action_repeat, default.replay_capacity) == (4, 300000)
+    assert gin.query_parameter("make_agent.gamma") == 0.95  # a 0.8 s horizon (issue 26)
     tutorial = load_gin([os.path.join(BUNDLED_GIN_DIR, "minitaur_tutorial.gin")], [])
     assert (tutorial.action_repeat, tutorial.replay_capacity) == (1, 10000)
+    assert gin.query_parameter("make_agent.gamma") == 0.99
     assert tutorial.initial_collect_steps == 10000 and tutorial.num_iterations == 100000
 
 
