@@ -17,30 +17,37 @@ from distributed_sac.reports import fields_of
 from tests.conftest import REPO_ROOT, run_to_end
 
 SEEDS = [sys.executable, "-m", "benchmarks.seeds"]
-GAMMA099_SEEDS = os.path.join(REPO_ROOT, "docs", "minitaur_gamma099_seeds")
+DEFAULT_SEEDS = os.path.join(REPO_ROOT, "docs", "minitaur_gamma095_seeds")
 
 
-def test_summarize_reads_the_committed_gamma099_seeds_back_to_the_published_figures(tmp_path):
+def test_summarize_reads_the_default_seeds_back_to_the_published_figures(tmp_path):
     copy = tmp_path / "seeds"  # --summarize writes seeds.json where it reads
-    shutil.copytree(GAMMA099_SEEDS, copy)
-    marks = "250000,500000,750000,1000000"
-    command = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/minitaur.gin", "--seeds", "2,3,4"]
+    shutil.copytree(DEFAULT_SEEDS, copy)
+    marks = "500000,1000000,2000000"
+    command = [*SEEDS, "--gin_file", f"{REPO_ROOT}/gin/minitaur.gin", "--seeds", "0,1,2,3,4"]
     command += ["--summarize", "--output_dir", str(copy), "--env_steps_marks", marks]
     result = run_to_end([*command, "--thresholds", "10,15"], 300)
     assert result.returncode == 0, result.stderr[-3000:]
     milestones = json.loads((copy / "seeds.json").read_text())["milestones"]
     rows = milestones["seeds"]
-    # docs/results.md "The default over five seeds" (discount 0.99, the default then), rows 2-4.
+    # docs/results.md "The default over five seeds" (discount 0.95).
     at_1m = {seed: round(row["at"]["1000000"], 2) for seed, row in rows.items()}
     last3_1m = {seed: round(row["last3"]["1000000"], 2) for seed, row in rows.items()}
-    assert at_1m == {"2": 16.44, "3": 11.89, "4": 16.26}
-    assert last3_1m == {"2": 16.68, "3": 11.39, "4": 16.12}
-    assert rows["2"]["best"]["env_steps"] == 860000
-    assert round(rows["2"]["best"]["AverageReturn"], 2) == 17.68
-    assert rows["4"]["reached"]["10.0"] == {"env_steps": 260000, "training_minutes": 16.0}
-    assert rows["3"]["reached"]["15.0"] is None
-    assert round(milestones["median_at"]["1000000"], 2) == 16.26
-    assert re.search(r"^s3 +5\.24 \(4\.39\) +7\.20 \(7\.32\)", result.stdout, re.M), result.stdout
+    assert at_1m == {"0": 22.82, "1": 19.09, "2": 21.29, "3": 18.70, "4": 21.59}
+    assert last3_1m == {"0": 22.94, "1": 19.24, "2": 21.29, "3": 18.70, "4": 20.91}
+    # The shipped policy is seed 1's best.
+    best = rows["1"]["best"]
+    assert (round(best["AverageReturn"], 2), best["env_steps"], best["train_step"]) == (
+        23.27,
+        1910000,
+        475000,
+    )
+    assert rows["3"]["reached"]["10.0"] == {"env_steps": 410000, "training_minutes": 25.6}
+    assert rows["3"]["at"]["2000000"] is None  # seeds 3 and 4 ran to 1M
+    assert round(milestones["median_at"]["1000000"], 2) == 21.29
+    assert re.search(
+        r"^s2 +20\.94 \(20\.94\) +21\.29 \(21\.29\) +22\.11", result.stdout, re.M
+    ), result.stdout
 
 
 @pytest.mark.slow
