@@ -30,7 +30,7 @@ def test_summarize_reads_the_default_seeds_back_to_the_published_figures(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     milestones = json.loads((copy / "seeds.json").read_text())["milestones"]
     rows = milestones["seeds"]
-    # docs/results.md "The default over five seeds" (discount 0.95).
+    # docs/results.md "The default (discount 0.95) over five seeds".
     at_1m = {seed: round(row["at"]["1000000"], 2) for seed, row in rows.items()}
     last3_1m = {seed: round(row["last3"]["1000000"], 2) for seed, row in rows.items()}
     assert at_1m == {"0": 22.82, "1": 19.09, "2": 21.29, "3": 18.70, "4": 21.59}
